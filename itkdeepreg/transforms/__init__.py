@@ -1,0 +1,20 @@
+"""Transform values (DESIGN.md, idea 2): torch only, no ITK."""
+
+from .affine import Affine
+from .base import Transform, from_dict, load_transform
+from .composite import Composite, compose
+from .field import Displacement, Velocity
+from .physical import from_physical, to_physical
+
+__all__ = [
+    "Affine",
+    "Composite",
+    "Displacement",
+    "Transform",
+    "Velocity",
+    "compose",
+    "from_dict",
+    "from_physical",
+    "load_transform",
+    "to_physical",
+]
