@@ -1,0 +1,71 @@
+"""``itk.Image`` <-> torch tensor plus :class:`~itkdeepreg.geometry.ImageGeometry`."""
+
+from __future__ import annotations
+
+import itk
+import numpy as np
+import torch
+
+from ..geometry import ImageGeometry
+
+
+def check_scalar_image(image, name="image"):
+    """Raise a clear error unless ``image`` is a 2D or 3D ``itk.Image`` of scalar pixels."""
+    try:
+        template, (pixel, dimension) = itk.template(image)
+    except Exception:
+        raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}") from None
+    if template is itk.VectorImage or template is not itk.Image:
+        raise TypeError(f"{name} must be an itk.Image of scalar pixels, got a {template}")
+    if dimension not in (2, 3):
+        raise ValueError(f"{name} must be 2D or 3D, got a {dimension}D image")
+    if not isinstance(pixel, itk.support.types.itkCType):
+        raise TypeError(
+            f"{name} has vector pixels ({pixel.__name__}); itkdeepreg takes scalar images"
+        )
+
+
+def image_to_tensor(image, device=None, dtype=torch.float32):
+    """``(tensor [1, 1, *shape], geometry)`` of a scalar ``itk.Image`` of any pixel type.
+
+    The tensor axes are the array view's (z, y, x). NaN or infinite voxels are refused.
+    """
+    check_scalar_image(image)
+    array = itk.array_view_from_image(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"image has {np.count_nonzero(~np.isfinite(array))} NaN or infinite voxels")
+    tensor = torch.tensor(array, dtype=dtype, device=device)[None, None]
+    return tensor, ImageGeometry.from_image(image)
+
+
+def tensor_to_image(tensor: torch.Tensor, geometry: ImageGeometry, pixel_type=itk.F):
+    """An ``itk.Image`` of ``pixel_type`` with ``geometry`` from a ``[1, 1, *shape]`` tensor.
+
+    Integer pixel types are rounded to nearest and clipped to the type's range.
+    """
+    array = tensor.detach().reshape(tensor.shape[-geometry.dimension :])
+    if tuple(array.shape) != geometry.shape:
+        raise ValueError(f"tensor of shape {tuple(tensor.shape)} does not fit {geometry}")
+    array = array.cpu().numpy()
+    numpy_type = np.dtype(pixel_type.dtype)
+    if np.issubdtype(numpy_type, np.integer):
+        limits = np.iinfo(numpy_type)
+        array = np.clip(np.rint(array), limits.min, limits.max)
+    image = itk.image_from_array(np.ascontiguousarray(array, dtype=numpy_type))
+    set_geometry(image, geometry)
+    return image
+
+
+def set_geometry(image, geometry: ImageGeometry):
+    """Give an ITK image (of the geometry's size) the geometry's origin, spacing and direction."""
+    image.SetOrigin(geometry.origin.tolist())
+    image.SetSpacing(geometry.spacing.tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(geometry.direction)))
+
+
+def as_geometry(image_or_geometry) -> ImageGeometry:
+    """The geometry of an ``itk.Image``, or the argument itself if it is a geometry."""
+    if isinstance(image_or_geometry, ImageGeometry):
+        return image_or_geometry
+    check_scalar_image(image_or_geometry)
+    return ImageGeometry.from_image(image_or_geometry)
