@@ -1,0 +1,48 @@
+"""The examples run, the documentation builds without warnings, and CI runs the README's lines."""
+
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_round_trip_example_writes_exact_exports(tmp_path, capsys):
+    example = runpy.run_path(str(ROOT / "examples" / "itk_round_trip.py"))
+    worst = example["main"](str(tmp_path))
+    assert worst < 1e-4
+    assert {p.name for p in tmp_path.iterdir()} == {"transform.h5", "warp.nii.gz", "warped_by_itk.nii.gz"}
+    assert "compact (transform.h5)" in capsys.readouterr().out
+
+
+def test_geometry_example_resamples_onto_the_model_grid():
+    example = runpy.run_path(str(ROOT / "examples" / "geometry_and_images.py"))
+    model_image = example["main"]()
+    assert tuple(model_image.GetLargestPossibleRegion().GetSize()) == (175, 175, 175)
+    assert np.asarray(model_image).max() > 50  # the brain is there
+
+
+def test_transform_values_example_runs(capsys):
+    runpy.run_path(str(ROOT / "examples" / "transform_values.py"))["main"]()
+    assert "inverse o transform is the identity" in capsys.readouterr().out
+
+
+def test_documentation_builds_without_warnings(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "to_itk_transform" in (tmp_path / "api.html").read_text()
+
+
+def test_ci_runs_exactly_the_readme_quick_start():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- quick-start -->")[1].split("<!-- /quick-start -->")[0]
+    commands = [line for line in block.splitlines() if line and not line.startswith("```")]
+    assert len(commands) == 2 and commands[1].startswith("python -m pytest")
+    assert "quick-start" in (ROOT / ".ci" / "run").read_text()
