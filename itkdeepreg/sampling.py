@@ -24,7 +24,8 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
     """Values of ``volume [B, C, *shape]`` at ``coords [B, D, *spatial]``: ``[B, C, *spatial]``.
 
     ``mode`` is ``"linear"`` or ``"nearest"``; ``padding`` is ``"border"`` (repeat the edge)
-    or ``"zeros"``. A batch of one on either side is broadcast to the other's batch.
+    or ``"zeros"``. A batch of one on either side is broadcast to the other's batch. The
+    result is on the volume's device, in the wider of the two dtypes.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
@@ -39,7 +40,7 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
     dtype = torch.promote_types(volume.dtype, coords.dtype)
     dtype = dtype if dtype.is_floating_point else torch.float32
     volume = volume.to(dtype).expand(batch, *volume.shape[1:])
-    coords = coords.to(dtype).expand(batch, *coords.shape[1:])
+    coords = coords.to(device=volume.device, dtype=dtype).expand(batch, *coords.shape[1:])
     spatial = coords.shape[2:]
     if len(spatial) != dimension:  # grid_sample takes a grid of points: make one, P x 1 (x 1)
         coords = coords.reshape(batch, dimension, -1, *[1] * (dimension - 1))

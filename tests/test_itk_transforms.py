@@ -221,9 +221,26 @@ def test_unreadable_and_unsupported_transforms_are_refused(tmp_path):
         to_itk_transform(batch, fixed, moving)
 
 
-def test_writing_to_an_unwritable_place_fails_before_writing(tmp_path):
+class CountingTransform(idr.Transform):
+    """The identity, counting how often it is evaluated."""
+
+    calls = 0
+
+    @property
+    def dimension(self):
+        return 2
+
+    def __call__(self, coords):
+        CountingTransform.calls += 1
+        return coords
+
+
+def test_writing_to_an_unwritable_place_fails_before_any_work(tmp_path):
     fixed, moving = geometry_pair(2)
     transform = example_transforms(2)["displacement"]
+    with pytest.raises(OSError, match="not a writable directory"):
+        write_displacement_field(CountingTransform(), tmp_path / "missing" / "w.nii.gz", fixed, moving)
+    assert CountingTransform.calls == 0
     with pytest.raises(OSError, match="not a writable directory"):
         write_transform(transform, tmp_path / "missing" / "t.h5", fixed, moving)
     with pytest.raises(OSError, match="not a writable directory"):

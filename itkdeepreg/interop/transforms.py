@@ -116,17 +116,23 @@ def read_transform(path, fixed, moving) -> Transform:
 
 def write_transform(transform: Transform, path, fixed, moving) -> None:
     """Write the compact export to an ITK transform file (``.h5`` keeps fields exactly)."""
-    itk_transform = to_itk_transform(transform, fixed, moving)
-    _write_atomically(path, lambda temporary: itk.transformwrite([itk_transform], temporary))
+    _write_atomically(
+        path,
+        lambda temporary: itk.transformwrite([to_itk_transform(transform, fixed, moving)], temporary),
+    )
 
 
 def write_displacement_field(transform: Transform, path, fixed, moving) -> None:
     """Write the native export as a vector image (``.nii.gz``, ``.mha``, ...): an ANTs warp."""
-    vectors, geometry = _native_displacement(transform, fixed, moving)
-    # ITK wraps no file writer for Image[Vector[D]]; a VectorImage[D] writes the same file
-    image = itk.image_from_array(np.ascontiguousarray(vectors), is_vector=True)
-    set_geometry(image, geometry)
-    _write_atomically(path, lambda temporary: itk.imwrite(image, temporary))
+
+    def write(temporary):
+        vectors, geometry = _native_displacement(transform, fixed, moving)
+        # ITK wraps no file writer for Image[Vector[D]]; a VectorImage[D] writes the same file
+        image = itk.image_from_array(np.ascontiguousarray(vectors), is_vector=True)
+        set_geometry(image, geometry)
+        itk.imwrite(image, temporary)
+
+    _write_atomically(path, write)
 
 
 def _geometries(transform, fixed, moving):
@@ -228,7 +234,10 @@ def _physical_parts(itk_transform) -> list:
 
 
 def _write_atomically(path, write) -> None:
-    """Write to a temporary file beside ``path``, then rename: no half-written outputs."""
+    """``write(temporary)`` beside ``path``, then rename: no half-written outputs.
+
+    The directory is checked first, so a path that cannot be written fails before the work.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):

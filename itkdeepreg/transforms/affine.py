@@ -11,7 +11,8 @@ class Affine(Transform):
     """``x -> M x + t`` with the homogeneous matrix ``[[M, t], [0, 1]]`` of shape ``[B, D+1, D+1]``.
 
     A ``[D+1, D+1]`` matrix is taken as a batch of one. The matrix keeps its dtype (float64
-    for matrices built from image geometry) and is cast to the coordinates' dtype when applied.
+    for matrices built from image geometry) and device, and follows the coordinates' when
+    applied.
     """
 
     _fields = ("matrix",)
@@ -39,7 +40,7 @@ class Affine(Transform):
 
     def __call__(self, coords):
         d = self.dimension
-        matrix = self.matrix.to(coords.dtype)
+        matrix = self.matrix.to(device=coords.device, dtype=coords.dtype)
         flat = coords.reshape(coords.shape[0], d, -1)
         mapped = matrix[:, :d, :d] @ flat + matrix[:, :d, d:]
         return mapped.reshape(mapped.shape[0], d, *coords.shape[2:])
