@@ -41,8 +41,8 @@ def main(grid, model, fixed_size, repeats):
     rows = []
 
     velocity = smooth_field((grid,) * 3, 0.05)
-    squared = median_seconds(lambda: idr.Velocity(velocity).exponential, repeats)
-    integrated = median_seconds(lambda: idr.Velocity(velocity, method="integration").exponential, repeats)
+    squared = median_seconds(lambda: idr.Velocity(velocity).exponential(), repeats)
+    integrated = median_seconds(lambda: idr.Velocity(velocity, method="integration").exponential(), repeats)
     rows += [
         (f"velocity exp {grid}^3, scaling and squaring (7)", squared, 1.0),
         (f"velocity exp {grid}^3, Runge-Kutta (16 steps)", integrated, integrated / squared),

@@ -21,6 +21,8 @@ class ImageGeometry:
     """
 
     def __init__(self, size, origin=None, spacing=None, direction=None):
+        if any(int(n) != n for n in size):
+            raise ValueError(f"size must be whole numbers of voxels, got {tuple(size)}")
         size = tuple(int(n) for n in size)
         dimension = len(size)
         if dimension not in (2, 3):

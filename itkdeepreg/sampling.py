@@ -56,5 +56,6 @@ def resample(image: torch.Tensor, shape, mode="linear") -> torch.Tensor:
     This is how an image goes onto a model grid (say 175^3) and back; the physical geometry
     of the new grid is ``ImageGeometry.resized(shape)``.
     """
-    grid = identity_grid(shape, dtype=image.dtype, device=image.device)
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    grid = identity_grid(shape, dtype=dtype, device=image.device)
     return sample(image, grid, mode=mode, padding="border")

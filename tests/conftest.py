@@ -62,11 +62,14 @@ def example_transforms(dimension):
     affine = random_affine(dimension, seed=1)
     displacement = idr.Displacement(smooth_field(grid, 0.03, seed=2))
     velocity = idr.Velocity(smooth_field(grid, 0.03, seed=3))
+    shift = torch.eye(dimension + 1, dtype=torch.float64)
+    shift[0, dimension] = 0.2  # sends part of the fixed image off the field's grid
     return {
         "affine": affine,
         "displacement": displacement,
         "velocity": velocity,
         "composite": affine @ displacement @ velocity,
+        "field_read_off_its_grid": idr.Displacement(displacement.displacement + 0.02) @ idr.Affine(shift),
     }
 
 

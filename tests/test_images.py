@@ -28,6 +28,9 @@ def test_integer_pixel_types_round_and_clip():
     values = torch.tensor([[-5.0, 0.4, 0.6], [254.5, 255.4, 300.0]])
     image = tensor_to_image(values[None, None], geometry, itk.UC)
     assert itk.array_from_image(image).tolist() == [[0, 0, 1], [254, 255, 255]]
+    wide = torch.tensor([[5e9, 4294967295.0, -1.0], [3e9, -3e9, 2147483647.0]])[None, None]
+    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.UI)).tolist()[0] == [4294967295, 4294967295, 0]
+    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.SI)).tolist()[1] == [2147483647, -2147483648, 2147483647]
 
 
 def test_tensor_lands_on_the_requested_device_and_dtype():
@@ -72,5 +75,11 @@ def test_bad_images_are_refused_with_the_reason():
     nan[1, 2] = np.nan
     with pytest.raises(ValueError, match="1 NaN"):
         image_to_tensor(itk.image_from_array(nan))
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="not one image of shape"):
         tensor_to_image(torch.zeros(1, 1, 4, 4), idr.ImageGeometry((5, 4)))
+    with pytest.raises(ValueError, match="not one image of shape"):
+        tensor_to_image(torch.zeros(2, 1, 4, 5), idr.ImageGeometry((5, 4)))
+    with pytest.raises(TypeError, match="must be an ImageGeometry"):
+        tensor_to_image(torch.zeros(1, 1, 4, 5), itk.image_from_array(np.zeros((4, 5), np.float32)))
+    with pytest.raises(ValueError, match="NaN"):
+        tensor_to_image(torch.full((1, 1, 4, 5), float("nan")), idr.ImageGeometry((5, 4)), itk.US)

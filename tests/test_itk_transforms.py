@@ -20,7 +20,7 @@ from itkdeepreg.interop import (
 
 from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
 
-KINDS = ["affine", "displacement", "velocity", "composite"]
+KINDS = ["affine", "displacement", "velocity", "composite", "field_read_off_its_grid"]
 
 
 def itk_points(transform, points):
@@ -216,9 +216,44 @@ def test_unreadable_and_unsupported_transforms_are_refused(tmp_path):
         from_itk_transform(bspline, fixed, moving)
     with pytest.raises(ValueError, match="2D"):
         from_itk_transform(linear_itk_transforms(2)["affine"], fixed, moving)
+    flat = example_transforms(2)["displacement"]
+    for export in (to_itk_transform, to_itk_displacement_field):
+        with pytest.raises(ValueError, match="a 2D transform between a 3D and a 3D image"):
+            export(flat, fixed, moving)
     batch = idr.Affine(torch.eye(4).repeat(2, 1, 1))
     with pytest.raises(ValueError, match="batch of one"):
         to_itk_transform(batch, fixed, moving)
+
+
+def test_identity_round_trips_through_a_file(tmp_path, dimension):
+    fixed, moving = geometry_pair(dimension)
+    same = idr.from_physical(idr.Affine.identity(dimension, torch.float64), fixed, fixed)
+    exported = to_itk_transform(same, fixed, fixed)
+    assert exported.GetNumberOfTransforms() == 1
+    path = tmp_path / "identity.h5"
+    write_transform(same, path, fixed, fixed)
+    read = read_transform(path, fixed, fixed)
+    grid = idr.identity_grid((5,) * dimension, torch.float64)
+    torch.testing.assert_close(read(grid), grid)
+    empty = itk.CompositeTransform[itk.D, dimension].New()
+    torch.testing.assert_close(from_itk_transform(empty, fixed, moving)(grid), idr.from_physical(idr.Affine.identity(dimension, torch.float64), fixed, moving)(grid))
+
+
+def test_mat_files_hold_affine_transforms_only(tmp_path):
+    fixed, moving = geometry_pair(3)
+    transforms = example_transforms(3)
+    path = tmp_path / "affine.mat"
+    write_transform(transforms["affine"], path, fixed, moving)
+    points = fixed.to_physical(np.random.default_rng(10).uniform(0, 1, (20, 3)))
+    read = read_transform(path, fixed, moving)
+    assert np.abs(torch_points(read, fixed, moving, points) - torch_points(transforms["affine"], fixed, moving, points)).max() < 1e-8
+    ants_read = ants.read_transform(str(path))
+    expected = torch_points(transforms["affine"], fixed, moving, points)
+    # ANTs reads the matrix in single precision
+    assert np.abs(np.array([ants_read.apply_to_point(p.tolist()) for p in points]) - expected).max() < 1e-4
+    with pytest.raises(ValueError, match="one affine transform"):
+        write_transform(transforms["composite"], tmp_path / "field.mat", fixed, moving)
+    assert [p.name for p in tmp_path.iterdir()] == ["affine.mat"]
 
 
 class CountingTransform(idr.Transform):
@@ -243,6 +278,11 @@ def test_writing_to_an_unwritable_place_fails_before_any_work(tmp_path):
     assert CountingTransform.calls == 0
     with pytest.raises(OSError, match="not a writable directory"):
         write_transform(transform, tmp_path / "missing" / "t.h5", fixed, moving)
-    with pytest.raises(OSError, match="not a writable directory"):
-        write_displacement_field(transform, tmp_path / "missing" / "w.nii.gz", fixed, moving)
-    assert list(tmp_path.iterdir()) == []
+    for name in ("w.mhd", "w.hdr", "warp"):  # two-file formats cannot be renamed whole
+        with pytest.raises(ValueError, match="must end in one of"):
+            write_displacement_field(CountingTransform(), tmp_path / name, fixed, moving)
+    (tmp_path / "taken.nii.gz").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_displacement_field(CountingTransform(), tmp_path / "taken.nii.gz", fixed, moving)
+    assert CountingTransform.calls == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.nii.gz"]

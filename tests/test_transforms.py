@@ -133,16 +133,25 @@ def test_warp_samples_the_image_at_the_mapped_grid(dimension):
     assert set(nearest.unique().tolist()) <= set(labels.unique().tolist()) | {0.0}
 
 
-@pytest.mark.parametrize("kind", ["affine", "displacement", "velocity", "composite"])
-def test_save_and_load_round_trip(tmp_path, kind):
-    transform = example_transforms(3)[kind]
+def saveable_transforms(dimension):
+    transforms = example_transforms(dimension)
+    field = transforms["velocity"].velocity
+    transforms["integration"] = idr.Velocity(field, steps=5, method="integration")
+    transforms["itk_rule"] = idr.Displacement(field, outside="itk")
+    return transforms
+
+
+@pytest.mark.parametrize("kind", list(saveable_transforms(2)))
+def test_save_and_load_round_trip(tmp_path, kind, dimension):
+    transform = saveable_transforms(dimension)[kind]
     path = tmp_path / f"{kind}.pt"
     transform.save(path)
     loaded = load_transform(path)
-    assert type(loaded) is type(transform)
-    grid = idr.identity_grid((6, 7, 8), torch.float64)
+    assert type(loaded) is type(transform) and loaded.to_dict().keys() == transform.to_dict().keys()
+    grid = idr.identity_grid((6, 7, 8)[:dimension], torch.float64) * 1.4 - 0.2  # off the grid too
     assert torch.equal(loaded(grid), transform(grid))
     assert [p.name for p in tmp_path.iterdir()] == [f"{kind}.pt"]  # no temporary left behind
+    assert path.stat().st_mode & 0o044  # readable by others, as the umask allows
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -187,7 +196,39 @@ def test_as_displacement_samples_the_map_on_a_grid(dimension):
     torch.testing.assert_close(transform.as_displacement(shape)(grid), transform(grid))
 
 
+def test_warping_an_integer_label_map_keeps_its_labels():
+    labels = torch.arange(16).reshape(1, 1, 4, 4)  # int64
+    warped = idr.Affine.identity(2).warp(labels, mode="nearest")
+    assert torch.equal(warped, labels.float())
+    assert torch.equal(idr.resample(labels, (4, 4), mode="nearest"), labels.float())
+
+
+def test_velocity_keeps_no_state_between_calls():
+    field = smooth_field((8, 9), 0.02).requires_grad_()
+    velocity = idr.Velocity(field)
+    grid = idr.identity_grid((8, 9), torch.float64)
+    with torch.no_grad():
+        velocity(grid)
+    for _ in range(2):  # gradients reach the field on every call, not only the first
+        velocity(grid).sum().backward()
+    assert field.grad is not None and field.grad.abs().sum() > 0
+    before = velocity(grid).detach()
+    with torch.no_grad():
+        field += 0.01
+    assert not torch.equal(velocity(grid), before)
+
+
 def test_bad_transform_values_are_refused():
+    with pytest.raises(ValueError, match="2D affine map takes coordinates"):
+        idr.Affine.identity(2)(torch.zeros(1, 3, 5))
+    with pytest.raises(ValueError, match="2 spatial axes"):
+        idr.Affine.identity(2).warp(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="at least two samples"):
+        idr.Displacement(torch.zeros(1, 2, 1, 4))
+    with pytest.raises(TypeError, match="ImageGeometry"):
+        idr.to_physical(idr.Affine.identity(2), "fixed.nii", "moving.nii")
+    with pytest.raises(ValueError, match="whole numbers"):
+        idr.ImageGeometry((4.7, 4))
     with pytest.raises(ValueError, match=r"\[B, D\+1, D\+1\]"):
         idr.Affine(torch.eye(5))
     with pytest.raises(ValueError, match="D channels"):

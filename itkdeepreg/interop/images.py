@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import itk
 import numpy as np
 import torch
@@ -43,12 +45,19 @@ def tensor_to_image(tensor: torch.Tensor, geometry: ImageGeometry, pixel_type=it
 
     Integer pixel types are rounded to nearest and clipped to the type's range.
     """
-    array = tensor.detach().reshape(tensor.shape[-geometry.dimension :])
-    if tuple(array.shape) != geometry.shape:
-        raise ValueError(f"tensor of shape {tuple(tensor.shape)} does not fit {geometry}")
-    array = array.cpu().numpy()
+    if not isinstance(geometry, ImageGeometry):
+        raise TypeError(f"geometry must be an ImageGeometry, got {type(geometry).__name__}")
+    spatial = tuple(tensor.shape[-geometry.dimension :])
+    if spatial != geometry.shape or tensor.numel() != math.prod(geometry.shape):
+        raise ValueError(
+            f"a tensor of shape {tuple(tensor.shape)} is not one image of shape {geometry.shape}"
+        )
+    array = tensor.detach().reshape(geometry.shape).cpu().numpy()
     numpy_type = np.dtype(pixel_type.dtype)
     if np.issubdtype(numpy_type, np.integer):
+        array = array.astype(np.float64)  # float32 cannot hold the limits of 32-bit types
+        if not np.isfinite(array).all():
+            raise ValueError(f"cannot store NaN or infinite values as {numpy_type} pixels")
         limits = np.iinfo(numpy_type)
         array = np.clip(np.rint(array), limits.min, limits.max)
     image = itk.image_from_array(np.ascontiguousarray(array, dtype=numpy_type))

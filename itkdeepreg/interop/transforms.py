@@ -8,15 +8,16 @@ points to physical moving points, which is what ``itk.resample_image_filter``,
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
 
 import itk
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..files import write_atomically
 from ..geometry import ImageGeometry
-from ..sampling import identity_grid
 from ..transforms import (
     Affine,
     Composite,
@@ -29,36 +30,52 @@ from ..transforms import (
 )
 from .images import as_geometry, set_geometry
 
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+FIELD_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file formats: renamed whole
+_PROBES_PER_AXIS = 33
+_NATIVE_POINTS_PER_SLAB = 2**21
+
 
 def to_itk_transform(transform: Transform, fixed, moving):
-    """The compact export: an ``itk.CompositeTransform`` equal to ``transform`` everywhere.
+    """The compact export: an ``itk.CompositeTransform`` (double) equal to ``transform``.
 
-    Affine parts become ``itk.AffineTransform``; each displacement (or velocity) field stays on
+    Affine parts become ``itk.AffineTransform``. Each displacement (or velocity) field stays on
     its own grid and becomes a ``DisplacementFieldTransform`` in that grid's index space,
-    between two affine maps, the layout the published uniGradICON wrapper writes:
-    physical fixed -> model-grid index -> field -> physical moving. ``fixed`` and ``moving``
-    are ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`.
+    between two affine maps: the layout the published uniGradICON wrapper writes, physical
+    fixed -> model-grid index -> field -> physical moving. Where the maps before a field send
+    the fixed image off the field's grid, the field is padded with its border values, so ITK
+    reads there what torch reads (ITK's own rule is zero displacement beyond half a voxel).
+
+    The export equals the value at every point of the fixed image, with one exception: a
+    ``Velocity(method="integration")`` is sampled on its grid, since its flow is not linear
+    between grid points (the native export is exact at the fixed voxels).
+    ``fixed`` and ``moving`` are ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`.
     """
     fixed, moving = _geometries(transform, fixed, moving)
     physical = to_physical(transform, fixed, moving)
     parts = physical.transforms if isinstance(physical, Composite) else [physical]
     dimension = transform.dimension
-    items, pending = [], np.eye(dimension + 1)  # ITK transforms in the order they are applied
+    probe = _probe_points(fixed)  # where the export must agree, followed through the parts
+    items, pending = [], np.eye(dimension + 1)  # matrices and fields, in the order applied
     for part in reversed(parts):
         if isinstance(part, Affine):
             pending = _matrix(part) @ pending
+            probe = part(probe)
             continue
-        field = part.exponential if isinstance(part, Velocity) else part
+        field = part.exponential() if isinstance(part, Velocity) else part
         if not isinstance(field, Displacement):
             raise TypeError(f"cannot export a {type(part).__name__} to ITK")
+        field = field.to(device="cpu", dtype=torch.float64)
         grid_to_index = ImageGeometry(tuple(reversed(field.displacement.shape[2:]))).unit_to_index
-        items += [_itk_affine(grid_to_index @ pending), _index_field(field)]
+        items += [grid_to_index @ pending, _index_field(field, probe)]
         pending = np.linalg.inv(grid_to_index)
-    items.append(_itk_affine(pending))
+        probe = field(probe)
+    items.append(pending)
     composite = itk.CompositeTransform[itk.D, dimension].New()
-    for item in reversed(items):  # ITK applies the transform added last first
-        if item is not None:
-            composite.AddTransform(item)
+    identity = np.eye(dimension + 1)
+    kept = [i for i in items if not (isinstance(i, np.ndarray) and np.array_equal(i, identity))]
+    for item in reversed(kept or [identity]):  # ITK applies the transform added last first
+        composite.AddTransform(_affine_transform(item) if isinstance(item, np.ndarray) else item)
     return composite
 
 
@@ -86,7 +103,7 @@ def from_itk_transform(itk_transform, fixed, moving) -> Transform:
     """The transform value (fixed unit cube -> moving unit cube) of an ITK transform.
 
     Takes linear transforms (translation, Euler, versor, similarity, affine, ...),
-    displacement-field transforms and composites of these.
+    displacement-field transforms and composites of these; an empty composite is the identity.
     """
     fixed, moving = as_geometry(fixed), as_geometry(moving)
     dimension = itk_transform.GetInputSpaceDimension()
@@ -95,7 +112,8 @@ def from_itk_transform(itk_transform, fixed, moving) -> Transform:
             f"a {dimension}D transform cannot map a {fixed.dimension}D fixed image to a "
             f"{moving.dimension}D moving image"
         )
-    return from_physical(compose(*_physical_parts(itk_transform)), fixed, moving)
+    parts = _physical_parts(itk_transform) or [Affine.identity(dimension, torch.float64)]
+    return from_physical(compose(*parts), fixed, moving)
 
 
 def read_transform(path, fixed, moving) -> Transform:
@@ -115,15 +133,31 @@ def read_transform(path, fixed, moving) -> Transform:
 
 
 def write_transform(transform: Transform, path, fixed, moving) -> None:
-    """Write the compact export to an ITK transform file (``.h5`` keeps fields exactly)."""
-    _write_atomically(
-        path,
-        lambda temporary: itk.transformwrite([to_itk_transform(transform, fixed, moving)], temporary),
-    )
+    """Write the compact export to an ITK transform file.
+
+    ``.h5`` keeps fields exactly and is read by ITK and ANTs; ``.tfm`` and ``.txt`` are text;
+    ``.mat`` (ANTs, Matlab) holds a single affine transform, so it takes affine values only.
+    """
+    fixed, moving = _geometries(transform, fixed, moving)
+    single_affine = str(path).lower().endswith(".mat")
+    if single_affine and not isinstance(to_physical(transform, fixed, moving), Affine):
+        raise ValueError(f"cannot write {path}: a .mat file holds one affine transform; use .h5")
+
+    def write(temporary):
+        itk_transform = to_itk_transform(transform, fixed, moving)
+        if single_affine:
+            itk_transform = itk.down_cast(itk_transform.GetNthTransform(0))
+        itk.transformwrite([itk_transform], temporary)
+
+    write_atomically(path, write, TRANSFORM_SUFFIXES)
 
 
 def write_displacement_field(transform: Transform, path, fixed, moving) -> None:
-    """Write the native export as a vector image (``.nii.gz``, ``.mha``, ...): an ANTs warp."""
+    """Write the native export as a vector image (``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``).
+
+    ANTs reads it as a warp. The components are double precision, LPS millimetres.
+    """
+    fixed, moving = _geometries(transform, fixed, moving)
 
     def write(temporary):
         vectors, geometry = _native_displacement(transform, fixed, moving)
@@ -132,7 +166,7 @@ def write_displacement_field(transform: Transform, path, fixed, moving) -> None:
         set_geometry(image, geometry)
         itk.imwrite(image, temporary)
 
-    _write_atomically(path, write)
+    write_atomically(path, write, FIELD_SUFFIXES)
 
 
 def _geometries(transform, fixed, moving):
@@ -148,25 +182,44 @@ def _geometries(transform, fixed, moving):
 
 
 def _native_displacement(transform, fixed, moving):
-    """Physical displacements ``[*shape, D]`` at the fixed voxels, and the fixed geometry."""
+    """Physical displacements ``[*shape, D]`` at the fixed voxels, and the fixed geometry.
+
+    The fixed grid is evaluated in slabs along its first tensor axis, so memory stays near
+    the size of the result whatever the image size.
+    """
     fixed, moving = _geometries(transform, fixed, moving)
+    parts = transform.transforms if isinstance(transform, Composite) else [transform]
+    exponentials = [  # once, not once a slab
+        p.exponential() if isinstance(p, Velocity) and p.method == "scaling_and_squaring" else p
+        for p in parts
+    ]
+    transform = compose(*exponentials).to(dtype=torch.float64)
     device = next(iter(transform._tensors()), torch.empty(0)).device
-    grid = identity_grid(fixed.shape, dtype=torch.float64, device=device)
-    with torch.no_grad():
-        mapped = transform.to(dtype=torch.float64)(grid)
-    unit = grid[0].movedim(0, -1).cpu().numpy()
-    moved = moving.to_physical(mapped[0].movedim(0, -1).cpu().numpy())
-    return moved - fixed.to_physical(unit), fixed
+    shape = fixed.shape
+    axes = [torch.linspace(0, 1, n, dtype=torch.float64, device=device) for n in shape]
+    vectors = np.empty((*shape, fixed.dimension))
+    slab = max(1, _NATIVE_POINTS_PER_SLAB // math.prod(shape[1:]))
+    for start in range(0, shape[0], slab):
+        grid = torch.stack(torch.meshgrid(axes[0][start : start + slab], *axes[1:], indexing="ij"))
+        with torch.no_grad():
+            mapped = transform(grid[None])[0]
+        unit, moved = (t.movedim(0, -1).cpu().numpy() for t in (grid, mapped))
+        vectors[start : start + slab] = moving.to_physical(moved) - fixed.to_physical(unit)
+    return vectors, fixed
+
+
+def _probe_points(geometry: ImageGeometry) -> torch.Tensor:
+    """Physical points ``[1, D, P]`` on a lattice over the image, its corners included."""
+    axes = [torch.linspace(0, 1, min(n, _PROBES_PER_AXIS), dtype=torch.float64) for n in geometry.shape]
+    unit = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(geometry.dimension, -1)
+    return torch.from_numpy(geometry.to_physical(unit.T.numpy()).T.copy())[None]
 
 
 def _matrix(affine: Affine) -> np.ndarray:
     return affine.matrix[0].detach().cpu().double().numpy()
 
 
-def _itk_affine(matrix):
-    """An ``itk.AffineTransform`` of a homogeneous matrix, or None for the exact identity."""
-    if np.array_equal(matrix, np.eye(len(matrix))):
-        return None
+def _affine_transform(matrix: np.ndarray):
     dimension = len(matrix) - 1
     affine = itk.AffineTransform[itk.D, dimension].New()
     affine.SetMatrix(itk.matrix_from_array(np.ascontiguousarray(matrix[:-1, :-1])))
@@ -174,16 +227,32 @@ def _itk_affine(matrix):
     return affine
 
 
-def _index_field(field: Displacement):
-    """A DisplacementFieldTransform in the index space of the field's grid."""
-    displacement = field.displacement[0].detach().double().cpu()
-    shape = displacement.shape[1:]
+def _index_field(field: Displacement, probe: torch.Tensor):
+    """A DisplacementFieldTransform in the index space of the field's grid.
+
+    ``probe`` holds points (in the field's unit cube) where it is read. A field that repeats
+    its border values is padded by its border values to cover them, plus one voxel: linear
+    interpolation of the padded field is the border rule, and ITK applies it there.
+    """
+    displacement = field.displacement.detach()
+    shape = torch.tensor(displacement.shape[2:], dtype=torch.float64)
+    scale = (shape - 1).reshape(1, -1, *[1] * len(shape))
+    low = torch.zeros(len(shape), dtype=torch.int64)
+    high = torch.zeros(len(shape), dtype=torch.int64)
+    if field.outside == "border":
+        reached = probe[0] * (shape - 1)[:, None]  # [D, P] in voxels
+        below, above = -reached.min(1).values, reached.max(1).values - (shape - 1)
+        low = torch.where(below > 1e-6, torch.ceil(below) + 1, 0).long()
+        high = torch.where(above > 1e-6, torch.ceil(above) + 1, 0).long()
+    pads = [p for axis in reversed(range(len(shape))) for p in (int(low[axis]), int(high[axis]))]
+    if any(pads):
+        displacement = F.pad(displacement, pads, mode="replicate")
     # unit-cube displacement along tensor axis i -> index displacement along ITK axis D-1-i
-    scale = torch.tensor([n - 1 for n in shape], dtype=torch.float64).reshape(-1, *[1] * len(shape))
-    index_vectors = (displacement * scale).flip(0).movedim(0, -1).numpy()
-    image = _vector_image(index_vectors, ImageGeometry(tuple(reversed(shape))))
+    index_vectors = (displacement[0] * scale[0]).flip(0).movedim(0, -1).cpu().numpy()
+    origin = -low.flip(0).double().numpy()  # the padded grid starts before index 0
+    geometry = ImageGeometry(tuple(reversed(displacement.shape[2:])), origin=origin)
     itk_transform = itk.DisplacementFieldTransform[itk.D, len(shape)].New()
-    itk_transform.SetDisplacementField(image)
+    itk_transform.SetDisplacementField(_vector_image(index_vectors, geometry))
     return itk_transform
 
 
@@ -231,25 +300,3 @@ def _physical_parts(itk_transform) -> list:
         f"cannot import an ITK {name}: itkdeepreg reads linear transforms, displacement-field "
         "transforms and composites of them"
     )
-
-
-def _write_atomically(path, write) -> None:
-    """``write(temporary)`` beside ``path``, then rename: no half-written outputs.
-
-    The directory is checked first, so a path that cannot be written fails before the work.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise OSError(f"cannot write {path}: {directory} is not a writable directory")
-    name = os.path.basename(path)
-    suffix = name[name.index(".") :] if "." in name else ""  # keeps .nii.gz whole
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".partial-", suffix=suffix)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

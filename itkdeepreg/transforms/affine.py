@@ -40,6 +40,8 @@ class Affine(Transform):
 
     def __call__(self, coords):
         d = self.dimension
+        if coords.shape[1] != d:
+            raise ValueError(f"a {d}D affine map takes coordinates [B, {d}, ...], got {tuple(coords.shape)}")
         matrix = self.matrix.to(device=coords.device, dtype=coords.dtype)
         flat = coords.reshape(coords.shape[0], d, -1)
         mapped = matrix[:, :d, :d] @ flat + matrix[:, :d, d:]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 
+from ..files import write_atomically
 from ..sampling import identity_grid, sample
 
 _TYPES: dict = {}
@@ -46,13 +46,21 @@ class Transform:
         return compose(self, other)
 
     def warp(self, image: torch.Tensor, shape=None, mode="linear", padding="zeros"):
-        """``image`` (on the range cube) sampled at this map of a grid of ``shape``.
+        """``image [B, C, *shape]`` (on the range cube) sampled at this map of a grid of ``shape``.
 
-        ``shape`` defaults to the image's own; padding ``"zeros"`` gives 0 outside the image,
-        as ``itk.ResampleImageFilter`` does.
+        ``shape`` defaults to the image's own. ``padding="zeros"`` gives 0 outside the image, as
+        ``itk.ResampleImageFilter`` does; within half a voxel of the edge it blends towards 0
+        where ITK repeats the edge. Integer images (label maps, with ``mode="nearest"``) are
+        sampled as floating point.
         """
+        if image.dim() != self.dimension + 2:
+            raise ValueError(
+                f"a {self.dimension}D transform warps images [B, C, *shape] with {self.dimension} "
+                f"spatial axes, got a tensor of shape {tuple(image.shape)}"
+            )
         shape = image.shape[2:] if shape is None else tuple(shape)
-        grid = identity_grid(shape, dtype=image.dtype, device=image.device)
+        dtype = image.dtype if image.is_floating_point() else torch.float32
+        grid = identity_grid(shape, dtype=dtype, device=image.device)
         return sample(image, self(grid), mode=mode, padding=padding)
 
     def as_displacement(self, shape) -> "Transform":
@@ -78,15 +86,8 @@ class Transform:
     def save(self, path) -> None:
         """Write the transform to ``path`` (torch's zip format, tensors only, no pickled code)."""
         payload = {"format": _FORMAT, "transform": self.to_dict()}
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".partial")
-        os.close(handle)
-        try:  # write beside the target, then rename: never a half-written file at ``path``
-            torch.save(_map_tensors(payload, lambda t: t.detach().cpu()), temporary)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        payload = _map_tensors(payload, lambda t: t.detach().cpu())
+        write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
     def _tensors(self):
         found = []

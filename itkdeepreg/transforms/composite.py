@@ -57,4 +57,8 @@ def compose(*transforms: Transform) -> Transform:
 
 def _multiply(outer: Affine, inner: Affine) -> Affine:
     dtype = torch.promote_types(outer.matrix.dtype, inner.matrix.dtype)
-    return Affine(outer.matrix.to(dtype) @ inner.matrix.to(dtype))
+    # geometry matrices live on the CPU; a product of matrices on two devices is made there
+    # (an Affine moves to the coordinates' device when applied)
+    same = outer.matrix.device == inner.matrix.device
+    device = outer.matrix.device if same else torch.device("cpu")
+    return Affine(outer.matrix.to(device, dtype) @ inner.matrix.to(device, dtype))

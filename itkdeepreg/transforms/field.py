@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import torch
 
 from ..sampling import identity_grid, sample
@@ -24,6 +22,8 @@ def _check_field(name, field):
         )
     if not field.is_floating_point():
         raise ValueError(f"a {name} must be floating point, got {field.dtype}")
+    if min(field.shape[2:]) < 2:
+        raise ValueError(f"every axis of a {name} needs at least two samples, got {tuple(field.shape)}")
     return field
 
 
@@ -77,7 +77,8 @@ class Velocity(Transform):
       flow and 0.17 voxel from the identity for the map composed with its inverse.
     - ``"integration"``: fourth-order Runge-Kutta with ``steps`` steps (16 by default) at each
       point asked for, about ten times the cost. The same field's map composed with its
-      inverse is the identity within 1e-5 voxels; ITK export samples the map on the grid.
+      inverse is the identity within about 1e-5 voxels; ITK's compact export samples the map
+      on the grid.
     """
 
     _fields = ("velocity", "steps", "method")
@@ -97,9 +98,12 @@ class Velocity(Transform):
     def dimension(self) -> int:
         return self.velocity.shape[1]
 
-    @cached_property
     def exponential(self) -> Displacement:
-        """The map as a displacement field on the velocity field's grid."""
+        """The map as a displacement field on the velocity field's grid.
+
+        Computed anew on each call (the value keeps no cache, so gradients and in-place
+        changes of ``velocity`` always reach it).
+        """
         grid = identity_grid(self.velocity.shape[2:], self.velocity.dtype, self.velocity.device)
         if self.method == "integration":
             return Displacement(self._integrate(grid) - grid)
@@ -111,7 +115,7 @@ class Velocity(Transform):
     def __call__(self, coords):
         if self.method == "integration":
             return self._integrate(coords)
-        return self.exponential(coords)
+        return self.exponential()(coords)
 
     def inverse(self) -> "Velocity":
         return Velocity(-self.velocity, self.steps, self.method)
