@@ -76,7 +76,7 @@ class Velocity(Transform):
       O(h^2): for a field that moves voxels by 6 voxels we measured 0.1 voxel from the true
       flow and 0.17 voxel from the identity for the map composed with its inverse.
     - ``"integration"``: fourth-order Runge-Kutta with ``steps`` steps (16 by default) at each
-      point asked for, about ten times the cost. The same field's map composed with its
+      point asked for, eight to ten times the cost. The same field's map composed with its
       inverse is the identity within about 1e-5 voxels; ITK's compact export samples the map
       on the grid.
     """
