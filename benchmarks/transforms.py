@@ -15,7 +15,6 @@ import statistics
 import time
 
 import itk
-import numpy as np
 import torch
 
 import itkdeepreg as idr
@@ -34,7 +33,9 @@ def median_seconds(function, repeats):
 
 def smooth_field(shape, amplitude, dtype=torch.float32):
     coarse = torch.randn(1, 3, 5, 5, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    return amplitude * torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)
+    return amplitude * torch.nn.functional.interpolate(
+        coarse, size=shape, mode="trilinear", align_corners=True
+    )
 
 
 def main(grid, model, fixed_size, repeats):
@@ -42,7 +43,9 @@ def main(grid, model, fixed_size, repeats):
 
     velocity = smooth_field((grid,) * 3, 0.05)
     squared = median_seconds(lambda: idr.Velocity(velocity).exponential(), repeats)
-    integrated = median_seconds(lambda: idr.Velocity(velocity, method="integration").exponential(), repeats)
+    integrated = median_seconds(
+        lambda: idr.Velocity(velocity, method="integration").exponential(), repeats
+    )
     rows += [
         (f"velocity exp {grid}^3, scaling and squaring (7)", squared, 1.0),
         (f"velocity exp {grid}^3, Runge-Kutta (16 steps)", integrated, integrated / squared),
@@ -66,7 +69,10 @@ def main(grid, model, fixed_size, repeats):
 
     def resample(itk_transform):
         return itk.resample_image_filter(
-            moving_image, transform=itk_transform, use_reference_image=True, reference_image=reference
+            moving_image,
+            transform=itk_transform,
+            use_reference_image=True,
+            reference_image=reference,
         )
 
     torch_warp = median_seconds(lambda: transform.warp(image, fixed.shape), repeats)
@@ -74,11 +80,17 @@ def main(grid, model, fixed_size, repeats):
     through_native = median_seconds(lambda: resample(native_transform), repeats)
     rows += [
         (f"warp {fixed_size}^3, torch", torch_warp, 1.0),
-        (f"warp {fixed_size}^3, ITK through compact", through_compact, through_compact / torch_warp),
+        (
+            f"warp {fixed_size}^3, ITK through compact",
+            through_compact,
+            through_compact / torch_warp,
+        ),
         (f"warp {fixed_size}^3, ITK through native", through_native, through_native / torch_warp),
     ]
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ITK {itk.Version.GetITKVersion()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, ITK {itk.Version.GetITKVersion()}"
+    )
     print(f"{'operation':<50}{'median s':>10}{'ratio':>8}")
     for name, seconds, ratio in rows:
         print(f"{name:<50}{seconds:>10.3f}{ratio:>8.2f}")

@@ -1,11 +1,10 @@
 """An ITK image as a tensor plus geometry, onto a 175^3 model grid and back.
 
-    python examples/geometry_and_images.py
+python examples/geometry_and_images.py
 """
 
 import itk
 import numpy as np
-import torch
 
 import itkdeepreg as idr
 from itkdeepreg.data import mni152_t1_2mm

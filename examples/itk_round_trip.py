@@ -52,12 +52,18 @@ def example_transform(fixed, moving) -> idr.Transform:
     centre = moving.to_physical(np.full(3, 0.5))
     angle = math.radians(10)
     rotation = np.eye(4)
-    rotation[:3, :3] = [[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]]
+    rotation[:3, :3] = [
+        [math.cos(angle), -math.sin(angle), 0],
+        [math.sin(angle), math.cos(angle), 0],
+        [0, 0, 1],
+    ]
     rotation[:3, 3] = centre - rotation[:3, :3] @ centre
     physical_rotation = idr.Affine(torch.from_numpy(rotation))
     generator = torch.Generator().manual_seed(0)
     coarse = torch.randn(1, 3, 5, 5, 5, generator=generator, dtype=torch.float64)
-    velocity = 0.04 * torch.nn.functional.interpolate(coarse, size=(40, 40, 40), mode="trilinear", align_corners=True)
+    velocity = 0.04 * torch.nn.functional.interpolate(
+        coarse, size=(40, 40, 40), mode="trilinear", align_corners=True
+    )
     # the deformation maps the fixed unit cube to itself; the rotation, physical space to
     # physical space, becomes a map of the fixed unit cube to the moving one
     return idr.from_physical(physical_rotation, fixed, moving) @ idr.Velocity(velocity)
@@ -84,7 +90,10 @@ def main(output_dir):
 
     def resample(itk_transform):
         return itk.resample_image_filter(
-            moving_image, transform=itk_transform, use_reference_image=True, reference_image=reference
+            moving_image,
+            transform=itk_transform,
+            use_reference_image=True,
+            reference_image=reference,
         )
 
     compact = itk.transformread(transform_path)[0]
@@ -110,5 +119,7 @@ def main(output_dir):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="itkdeepreg-example", help="where to write the files")
+    parser.add_argument(
+        "--output-dir", default="itkdeepreg-example", help="where to write the files"
+    )
     main(parser.parse_args().output_dir)

@@ -1,6 +1,6 @@
 """Transform values: build, evaluate, compose, invert, warp, move and save (torch only, no ITK).
 
-    python examples/transform_values.py
+python examples/transform_values.py
 """
 
 import tempfile
@@ -19,7 +19,10 @@ def main():
     matrix[0, 3] = 0.05  # a shift along tensor axis 0 (z), in unit-cube units
     affine = idr.Affine(matrix)
     smooth = torch.nn.functional.interpolate(
-        0.03 * torch.randn(1, 3, 4, 4, 4, dtype=torch.float64), size=shape, mode="trilinear", align_corners=True
+        0.03 * torch.randn(1, 3, 4, 4, 4, dtype=torch.float64),
+        size=shape,
+        mode="trilinear",
+        align_corners=True,
     )
     velocity = idr.Velocity(smooth, method="integration")  # exact inverse
     displacement = idr.Displacement(smooth)
@@ -43,7 +46,9 @@ def main():
         loaded = idr.load_transform(path)
         assert torch.equal(loaded(grid), transform(grid))
     single = transform.to(dtype=torch.float32)  # or .to("cuda")
-    print(f"saved and loaded; in float32 the centre goes to {single(points.float())[0, :, 0].tolist()}")
+    print(
+        f"saved and loaded; in float32 the centre goes to {single(points.float())[0, :, 0].tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,21 @@ from .transforms import (
 )
 
 __version__ = "0.1.0"
+__all__ = [
+    "Affine",
+    "Composite",
+    "Displacement",
+    "ImageGeometry",
+    "Transform",
+    "Velocity",
+    "compose",
+    "from_physical",
+    "identity_grid",
+    "load_transform",
+    "resample",
+    "sample",
+    "to_physical",
+]
 
 _INTEROP = {
     "displacement_field_image",

@@ -19,7 +19,9 @@ def write_atomically(path, write, suffixes=None) -> None:
     if suffixes is not None:
         matching = [s for s in suffixes if name.lower().endswith(s)]
         if not matching:
-            raise ValueError(f"cannot write {path}: the name must end in one of {', '.join(suffixes)}")
+            raise ValueError(
+                f"cannot write {path}: the name must end in one of {', '.join(suffixes)}"
+            )
         suffix = max(matching, key=len)  # .nii.gz, not .gz
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path}: it is a directory")

@@ -55,7 +55,7 @@ class ImageGeometry:
         self.direction = direction
 
     @classmethod
-    def from_image(cls, image) -> "ImageGeometry":
+    def from_image(cls, image) -> ImageGeometry:
         """The geometry of an ``itk.Image`` (its largest possible region).
 
         A region that starts at a non-zero index is folded into the origin, so voxel (0, 0, 0)
@@ -115,7 +115,7 @@ class ImageGeometry:
         """Unit-cube points (..., D) of physical points (..., D)."""
         return _apply(self.physical_to_unit, physical_points)
 
-    def resized(self, shape) -> "ImageGeometry":
+    def resized(self, shape) -> ImageGeometry:
         """A grid of tensor shape ``shape`` over the same unit cube (a model grid, say 175^3).
 
         The first and last voxel centres stay where they are; spacing changes per axis.
@@ -125,7 +125,9 @@ class ImageGeometry:
             raise ValueError(f"shape {tuple(shape)} does not have {self.dimension} axes")
         old = np.asarray(self.size, dtype=np.float64)
         new = np.asarray(size, dtype=np.float64)
-        return ImageGeometry(size, self.origin, self.spacing * (old - 1) / (new - 1), self.direction)
+        return ImageGeometry(
+            size, self.origin, self.spacing * (old - 1) / (new - 1), self.direction
+        )
 
     def __eq__(self, other):
         return (

@@ -33,9 +33,7 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
         raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
     dimension = volume.dim() - 2
     if coords.shape[1] != dimension:
-        raise ValueError(
-            f"coordinates have {coords.shape[1]} channels for a {dimension}D volume"
-        )
+        raise ValueError(f"coordinates have {coords.shape[1]} channels for a {dimension}D volume")
     batch = max(volume.shape[0], coords.shape[0])
     dtype = torch.promote_types(volume.dtype, coords.dtype)
     dtype = dtype if dtype.is_floating_point else torch.float32
@@ -46,7 +44,9 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
         coords = coords.reshape(batch, dimension, -1, *[1] * (dimension - 1))
     # grid_sample wants [-1, 1] coordinates with the last axis in (x, y, z) order
     grid = coords.movedim(1, -1).flip(-1) * 2 - 1
-    values = F.grid_sample(volume, grid, mode=_MODES[mode], padding_mode=padding, align_corners=True)
+    values = F.grid_sample(
+        volume, grid, mode=_MODES[mode], padding_mode=padding, align_corners=True
+    )
     return values.reshape(batch, volume.shape[1], *spatial)
 
 

@@ -15,7 +15,9 @@ def oblique_direction(dimension, angle):
     if dimension == 2:
         rotation = np.array([[c, -s], [s, c]])
     else:
-        tilt = np.array([[1, 0, 0], [0, math.cos(0.4), -math.sin(0.4)], [0, math.sin(0.4), math.cos(0.4)]])
+        tilt = np.array(
+            [[1, 0, 0], [0, math.cos(0.4), -math.sin(0.4)], [0, math.sin(0.4), math.cos(0.4)]]
+        )
         rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ tilt
     flip = np.diag([1.0] * (dimension - 1) + [-1.0])
     return rotation @ flip
@@ -27,8 +29,12 @@ def geometry_pair(dimension):
         fixed = idr.ImageGeometry((41, 29), [12.0, -30.0], [0.9, 1.7], oblique_direction(2, 0.5))
         moving = idr.ImageGeometry((37, 33), [10.0, -28.0], [1.1, 1.4], oblique_direction(2, 0.4))
     else:
-        fixed = idr.ImageGeometry((30, 26, 19), [12.0, -30.0, 4.0], [1.2, 0.8, 2.5], oblique_direction(3, 0.5))
-        moving = idr.ImageGeometry((27, 28, 17), [10.0, -28.0, 6.0], [1.1, 0.9, 2.9], oblique_direction(3, 0.4))
+        fixed = idr.ImageGeometry(
+            (30, 26, 19), [12.0, -30.0, 4.0], [1.2, 0.8, 2.5], oblique_direction(3, 0.5)
+        )
+        moving = idr.ImageGeometry(
+            (27, 28, 17), [10.0, -28.0, 6.0], [1.1, 0.9, 2.9], oblique_direction(3, 0.4)
+        )
     assert np.linalg.det(fixed.direction) < 0 and np.linalg.det(moving.direction) < 0
     return fixed, moving
 
@@ -46,13 +52,17 @@ def smooth_field(shape, amplitude, seed=0, dtype=torch.float64):
     dimension = len(shape)
     coarse = torch.randn(1, dimension, *[4] * dimension, generator=generator, dtype=dtype)
     mode = "bilinear" if dimension == 2 else "trilinear"
-    return amplitude * torch.nn.functional.interpolate(coarse, size=shape, mode=mode, align_corners=True)
+    return amplitude * torch.nn.functional.interpolate(
+        coarse, size=shape, mode=mode, align_corners=True
+    )
 
 
 def random_affine(dimension, seed=0, scale=0.05):
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.eye(dimension + 1, dtype=torch.float64)
-    matrix[:dimension] += scale * torch.randn(dimension, dimension + 1, generator=generator, dtype=torch.float64)
+    matrix[:dimension] += scale * torch.randn(
+        dimension, dimension + 1, generator=generator, dtype=torch.float64
+    )
     return idr.Affine(matrix)
 
 
@@ -69,7 +79,8 @@ def example_transforms(dimension):
         "displacement": displacement,
         "velocity": velocity,
         "composite": affine @ displacement @ velocity,
-        "field_read_off_its_grid": idr.Displacement(displacement.displacement + 0.02) @ idr.Affine(shift),
+        "field_read_off_its_grid": idr.Displacement(displacement.displacement + 0.02)
+        @ idr.Affine(shift),
     }
 
 

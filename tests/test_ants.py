@@ -5,10 +5,14 @@ import itk
 import numpy as np
 import pytest
 import torch
-
-from itkdeepreg.interop import tensor_to_image, to_itk_transform, write_displacement_field, write_transform
-
 from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
+
+from itkdeepreg.interop import (
+    tensor_to_image,
+    to_itk_transform,
+    write_displacement_field,
+    write_transform,
+)
 
 
 @pytest.mark.parametrize("written", ["transform.h5", "warp.nii.gz", "warp.mha"])
@@ -26,7 +30,9 @@ def test_ants_apply_transforms_gives_itks_image(tmp_path, dimension, written):
         )
     )
     path = str(tmp_path / written)
-    (write_transform if written.endswith(".h5") else write_displacement_field)(transform, path, fixed, moving)
+    (write_transform if written.endswith(".h5") else write_displacement_field)(
+        transform, path, fixed, moving
+    )
     itk.imwrite(fixed_image, str(tmp_path / "fixed.nii.gz"))
     itk.imwrite(moving_image, str(tmp_path / "moving.nii.gz"))
     warped = ants.apply_transforms(

@@ -14,7 +14,11 @@ def test_round_trip_example_writes_exact_exports(tmp_path, capsys):
     example = runpy.run_path(str(ROOT / "examples" / "itk_round_trip.py"))
     worst = example["main"](str(tmp_path))
     assert worst < 1e-4
-    assert {p.name for p in tmp_path.iterdir()} == {"transform.h5", "warp.nii.gz", "warped_by_itk.nii.gz"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "transform.h5",
+        "warp.nii.gz",
+        "warped_by_itk.nii.gz",
+    }
     assert "compact (transform.h5)" in capsys.readouterr().out
 
 
@@ -32,7 +36,18 @@ def test_transform_values_example_runs(capsys):
 
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"), str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            str(ROOT / "docs"),
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )

@@ -1,11 +1,10 @@
 import itk
 import numpy as np
 import pytest
+from conftest import geometry_pair
 
 from itkdeepreg import ImageGeometry
 from itkdeepreg.interop import set_geometry
-
-from conftest import geometry_pair
 
 
 def itk_image(geometry, start=None):
@@ -24,8 +23,16 @@ def test_unit_cube_corners_are_first_and_last_voxel_centres(dimension):
     image = itk_image(geometry)
     # unit (0,...,0) is index 0; unit coordinate along tensor axis i covers ITK axis D-1-i
     last = [n - 1 for n in geometry.size]
-    np.testing.assert_allclose(geometry.to_physical(np.zeros(dimension)), image.TransformIndexToPhysicalPoint([0] * dimension), atol=1e-12)
-    np.testing.assert_allclose(geometry.to_physical(np.ones(dimension)), image.TransformIndexToPhysicalPoint(last), atol=1e-12)
+    np.testing.assert_allclose(
+        geometry.to_physical(np.zeros(dimension)),
+        image.TransformIndexToPhysicalPoint([0] * dimension),
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        geometry.to_physical(np.ones(dimension)),
+        image.TransformIndexToPhysicalPoint(last),
+        atol=1e-12,
+    )
 
 
 def test_unit_to_physical_matches_itk_at_continuous_indices(dimension):
@@ -47,7 +54,9 @@ def test_region_with_non_zero_start_index_folds_into_origin():
     geometry, _ = geometry_pair(3)
     image = itk_image(geometry, start=(5, -2, 3))
     read = ImageGeometry.from_image(image)
-    np.testing.assert_allclose(read.to_physical(np.zeros(3)), image.TransformIndexToPhysicalPoint([5, -2, 3]), atol=1e-10)
+    np.testing.assert_allclose(
+        read.to_physical(np.zeros(3)), image.TransformIndexToPhysicalPoint([5, -2, 3]), atol=1e-10
+    )
     assert read.size == geometry.size
 
 

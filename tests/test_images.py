@@ -2,11 +2,10 @@ import itk
 import numpy as np
 import pytest
 import torch
+from conftest import geometry_pair, smooth_image
 
 import itkdeepreg as idr
 from itkdeepreg.interop import image_to_tensor, tensor_to_image
-
-from conftest import geometry_pair, smooth_image
 
 PIXEL_TYPES = [itk.UC, itk.SS, itk.US, itk.SI, itk.UI, itk.F, itk.D]
 
@@ -29,8 +28,16 @@ def test_integer_pixel_types_round_and_clip():
     image = tensor_to_image(values[None, None], geometry, itk.UC)
     assert itk.array_from_image(image).tolist() == [[0, 0, 1], [254, 255, 255]]
     wide = torch.tensor([[5e9, 4294967295.0, -1.0], [3e9, -3e9, 2147483647.0]])[None, None]
-    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.UI)).tolist()[0] == [4294967295, 4294967295, 0]
-    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.SI)).tolist()[1] == [2147483647, -2147483648, 2147483647]
+    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.UI)).tolist()[0] == [
+        4294967295,
+        4294967295,
+        0,
+    ]
+    assert itk.array_from_image(tensor_to_image(wide, geometry, itk.SI)).tolist()[1] == [
+        2147483647,
+        -2147483648,
+        2147483647,
+    ]
 
 
 def test_tensor_lands_on_the_requested_device_and_dtype():
@@ -50,7 +57,9 @@ def test_resampling_onto_a_model_grid_matches_itk(dimension):
     on_model_grid = idr.resample(tensor, model.shape)
     reference = tensor_to_image(torch.zeros(1, 1, *model.shape), model)
     expected = itk.resample_image_filter(image, use_reference_image=True, reference_image=reference)
-    np.testing.assert_allclose(on_model_grid[0, 0].numpy(), itk.array_from_image(expected), atol=1e-6)
+    np.testing.assert_allclose(
+        on_model_grid[0, 0].numpy(), itk.array_from_image(expected), atol=1e-6
+    )
     back = idr.resample(on_model_grid, geometry.shape)
     assert (back - tensor).abs().max() < 0.02  # two linear interpolations of a smooth image
 

@@ -5,6 +5,7 @@ import itk
 import numpy as np
 import pytest
 import torch
+from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
 
 import itkdeepreg as idr
 from itkdeepreg.interop import (
@@ -17,8 +18,6 @@ from itkdeepreg.interop import (
     write_displacement_field,
     write_transform,
 )
-
-from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
 
 KINDS = ["affine", "displacement", "velocity", "composite", "field_read_off_its_grid"]
 
@@ -84,10 +83,18 @@ def test_compact_export_has_the_published_layout_for_a_model_grid_field():
     fixed, moving = geometry_pair(3)
     transform = example_transforms(3)["displacement"]
     exported = to_itk_transform(transform, fixed, moving)
-    parts = [itk.down_cast(exported.GetNthTransform(i)) for i in range(exported.GetNumberOfTransforms())]
-    assert [p.GetNameOfClass() for p in parts] == ["AffineTransform", "DisplacementFieldTransform", "AffineTransform"]
+    parts = [
+        itk.down_cast(exported.GetNthTransform(i)) for i in range(exported.GetNumberOfTransforms())
+    ]
+    assert [p.GetNameOfClass() for p in parts] == [
+        "AffineTransform",
+        "DisplacementFieldTransform",
+        "AffineTransform",
+    ]
     field = parts[1].GetDisplacementField()
-    assert tuple(field.GetLargestPossibleRegion().GetSize()) == tuple(reversed(transform.displacement.shape[2:]))
+    assert tuple(field.GetLargestPossibleRegion().GetSize()) == tuple(
+        reversed(transform.displacement.shape[2:])
+    )
     assert itk.template(field)[1][0] is itk.Vector[itk.D, 3]
 
 
@@ -113,7 +120,13 @@ def test_transform_file_write_and_read_round_trip(case, tmp_path, suffix):
     assert np.abs(itk_points(read, points) - itk_points(written, points)).max() <= tolerance
     value = read_transform(path, fixed, moving)
     inside = fixed.to_physical(np.random.default_rng(4).uniform(0, 1, (100, fixed.dimension)))
-    assert np.abs(torch_points(value, fixed, moving, inside) - torch_points(transform, fixed, moving, inside)).max() < 1e-4
+    assert (
+        np.abs(
+            torch_points(value, fixed, moving, inside)
+            - torch_points(transform, fixed, moving, inside)
+        ).max()
+        < 1e-4
+    )
 
 
 def linear_itk_transforms(dimension):
@@ -170,7 +183,9 @@ def test_import_of_linear_displacement_and_composite_transforms(dimension):
     points = fixed.to_physical(np.random.default_rng(7).uniform(0, 1, (100, dimension)))
     for name, itk_transform in transforms.items():
         value = from_itk_transform(itk_transform, fixed, moving)
-        error = np.abs(torch_points(value, fixed, moving, points) - itk_points(itk_transform, points))
+        error = np.abs(
+            torch_points(value, fixed, moving, points) - itk_points(itk_transform, points)
+        )
         assert error.max() < 1e-6, name
 
 
@@ -186,8 +201,11 @@ def test_import_then_export_reproduces_transform_point(dimension):
 def test_ants_mat_file_is_read(tmp_path):
     fixed, moving = geometry_pair(3)
     ants_transform = ants.create_ants_transform(
-        transform_type="AffineTransform", precision="float", dimension=3,
-        matrix=np.array([[1.1, 0.1, 0], [0, 0.9, 0.05], [0.02, 0, 1.0]]), translation=[4.0, -2.0, 1.0],
+        transform_type="AffineTransform",
+        precision="float",
+        dimension=3,
+        matrix=np.array([[1.1, 0.1, 0], [0, 0.9, 0.05], [0.02, 0, 1.0]]),
+        translation=[4.0, -2.0, 1.0],
         center=[1.0, 2.0, 3.0],
     )
     path = tmp_path / "affine.mat"
@@ -236,7 +254,10 @@ def test_identity_round_trips_through_a_file(tmp_path, dimension):
     grid = idr.identity_grid((5,) * dimension, torch.float64)
     torch.testing.assert_close(read(grid), grid)
     empty = itk.CompositeTransform[itk.D, dimension].New()
-    torch.testing.assert_close(from_itk_transform(empty, fixed, moving)(grid), idr.from_physical(idr.Affine.identity(dimension, torch.float64), fixed, moving)(grid))
+    torch.testing.assert_close(
+        from_itk_transform(empty, fixed, moving)(grid),
+        idr.from_physical(idr.Affine.identity(dimension, torch.float64), fixed, moving)(grid),
+    )
 
 
 def test_mat_files_hold_affine_transforms_only(tmp_path):
@@ -246,11 +267,20 @@ def test_mat_files_hold_affine_transforms_only(tmp_path):
     write_transform(transforms["affine"], path, fixed, moving)
     points = fixed.to_physical(np.random.default_rng(10).uniform(0, 1, (20, 3)))
     read = read_transform(path, fixed, moving)
-    assert np.abs(torch_points(read, fixed, moving, points) - torch_points(transforms["affine"], fixed, moving, points)).max() < 1e-8
+    assert (
+        np.abs(
+            torch_points(read, fixed, moving, points)
+            - torch_points(transforms["affine"], fixed, moving, points)
+        ).max()
+        < 1e-8
+    )
     ants_read = ants.read_transform(str(path))
     expected = torch_points(transforms["affine"], fixed, moving, points)
     # ANTs reads the matrix in single precision
-    assert np.abs(np.array([ants_read.apply_to_point(p.tolist()) for p in points]) - expected).max() < 1e-4
+    assert (
+        np.abs(np.array([ants_read.apply_to_point(p.tolist()) for p in points]) - expected).max()
+        < 1e-4
+    )
     with pytest.raises(ValueError, match="one affine transform"):
         write_transform(transforms["composite"], tmp_path / "field.mat", fixed, moving)
     assert [p.name for p in tmp_path.iterdir()] == ["affine.mat"]
@@ -274,7 +304,9 @@ def test_writing_to_an_unwritable_place_fails_before_any_work(tmp_path):
     fixed, moving = geometry_pair(2)
     transform = example_transforms(2)["displacement"]
     with pytest.raises(OSError, match="not a writable directory"):
-        write_displacement_field(CountingTransform(), tmp_path / "missing" / "w.nii.gz", fixed, moving)
+        write_displacement_field(
+            CountingTransform(), tmp_path / "missing" / "w.nii.gz", fixed, moving
+        )
     assert CountingTransform.calls == 0
     with pytest.raises(OSError, match="not a writable directory"):
         write_transform(transform, tmp_path / "missing" / "t.h5", fixed, moving)

@@ -3,11 +3,10 @@ import pickle
 
 import pytest
 import torch
+from conftest import example_transforms, random_affine, smooth_field, smooth_image
 
 import itkdeepreg as idr
 from itkdeepreg.transforms import Composite, load_transform
-
-from conftest import example_transforms, random_affine, smooth_field, smooth_image
 
 
 def voxels(coords, shape):
@@ -27,7 +26,9 @@ def test_sample_at_voxel_centres_returns_voxel_values(dimension):
     shape = (5, 6, 7)[:dimension]
     image = torch.rand(1, 2, *shape, dtype=torch.float64)
     torch.testing.assert_close(idr.sample(image, idr.identity_grid(shape, torch.float64)), image)
-    points = torch.tensor([[0.25, 0.4, 1 / 6][:dimension]], dtype=torch.float64).T[None]  # [1, D, 1]
+    points = torch.tensor([[0.25, 0.4, 1 / 6][:dimension]], dtype=torch.float64).T[
+        None
+    ]  # [1, D, 1]
     expected = image[(0, slice(None)) + (1, 2, 1)[:dimension]]
     torch.testing.assert_close(idr.sample(image, points)[0, :, 0], expected)
 
@@ -115,7 +116,10 @@ def test_composite_inverse_needs_every_part_invertible(dimension):
     t = example_transforms(dimension)
     invertible = t["affine"] @ idr.Velocity(t["velocity"].velocity, method="integration")
     grid = idr.identity_grid((11,) * dimension, torch.float64)
-    assert voxels((invertible.inverse() @ invertible)(grid) - grid, (11,) * dimension).abs().max() < 1e-4
+    assert (
+        voxels((invertible.inverse() @ invertible)(grid) - grid, (11,) * dimension).abs().max()
+        < 1e-4
+    )
     with pytest.raises(NotImplementedError, match="no exact inverse"):
         t["composite"].inverse()
 

@@ -17,7 +17,7 @@ def check_scalar_image(image, name="image"):
         template, (pixel, dimension) = itk.template(image)
     except Exception:
         raise TypeError(f"{name} must be an itk.Image, got {type(image).__name__}") from None
-    if template is itk.VectorImage or template is not itk.Image:
+    if template is not itk.Image:
         raise TypeError(f"{name} must be an itk.Image of scalar pixels, got a {template}")
     if dimension not in (2, 3):
         raise ValueError(f"{name} must be 2D or 3D, got a {dimension}D image")
@@ -35,7 +35,9 @@ def image_to_tensor(image, device=None, dtype=torch.float32):
     check_scalar_image(image)
     array = itk.array_view_from_image(image)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError(f"image has {np.count_nonzero(~np.isfinite(array))} NaN or infinite voxels")
+        raise ValueError(
+            f"image has {np.count_nonzero(~np.isfinite(array))} NaN or infinite voxels"
+        )
     tensor = torch.tensor(array, dtype=dtype, device=device)[None, None]
     return tensor, ImageGeometry.from_image(image)
 

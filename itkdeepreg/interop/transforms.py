@@ -194,7 +194,7 @@ def _native_displacement(transform, fixed, moving):
         for p in parts
     ]
     transform = compose(*exponentials).to(dtype=torch.float64)
-    device = next(iter(transform._tensors()), torch.empty(0)).device
+    device = transform._device()
     shape = fixed.shape
     axes = [torch.linspace(0, 1, n, dtype=torch.float64, device=device) for n in shape]
     vectors = np.empty((*shape, fixed.dimension))
@@ -210,7 +210,9 @@ def _native_displacement(transform, fixed, moving):
 
 def _probe_points(geometry: ImageGeometry) -> torch.Tensor:
     """Physical points ``[1, D, P]`` on a lattice over the image, its corners included."""
-    axes = [torch.linspace(0, 1, min(n, _PROBES_PER_AXIS), dtype=torch.float64) for n in geometry.shape]
+    axes = [
+        torch.linspace(0, 1, min(n, _PROBES_PER_AXIS), dtype=torch.float64) for n in geometry.shape
+    ]
     unit = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(geometry.dimension, -1)
     return torch.from_numpy(geometry.to_physical(unit.T.numpy()).T.copy())[None]
 

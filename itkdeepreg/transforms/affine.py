@@ -31,7 +31,7 @@ class Affine(Transform):
         self.matrix = matrix
 
     @classmethod
-    def identity(cls, dimension, dtype=torch.float32, device=None) -> "Affine":
+    def identity(cls, dimension, dtype=torch.float32, device=None) -> Affine:
         return cls(torch.eye(dimension + 1, dtype=dtype, device=device))
 
     @property
@@ -41,11 +41,13 @@ class Affine(Transform):
     def __call__(self, coords):
         d = self.dimension
         if coords.shape[1] != d:
-            raise ValueError(f"a {d}D affine map takes coordinates [B, {d}, ...], got {tuple(coords.shape)}")
+            raise ValueError(
+                f"a {d}D affine map takes coordinates [B, {d}, ...], got {tuple(coords.shape)}"
+            )
         matrix = self.matrix.to(device=coords.device, dtype=coords.dtype)
         flat = coords.reshape(coords.shape[0], d, -1)
         mapped = matrix[:, :d, :d] @ flat + matrix[:, :d, d:]
         return mapped.reshape(mapped.shape[0], d, *coords.shape[2:])
 
-    def inverse(self) -> "Affine":
+    def inverse(self) -> Affine:
         return Affine(torch.linalg.inv(self.matrix))

@@ -34,13 +34,13 @@ class Transform:
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def inverse(self) -> "Transform":
+    def inverse(self) -> Transform:
         raise NotImplementedError(
             f"{type(self).__name__} has no exact inverse; affine and velocity-field transforms "
             "(and compositions of them) do"
         )
 
-    def __matmul__(self, other: "Transform") -> "Transform":
+    def __matmul__(self, other: Transform) -> Transform:
         from .composite import compose
 
         return compose(self, other)
@@ -63,14 +63,14 @@ class Transform:
         grid = identity_grid(shape, dtype=dtype, device=image.device)
         return sample(image, self(grid), mode=mode, padding=padding)
 
-    def as_displacement(self, shape) -> "Transform":
+    def as_displacement(self, shape) -> Transform:
         """This map sampled as a displacement field on a grid of ``shape``."""
         from .field import Displacement
 
         grid = identity_grid(shape, dtype=self._dtype(), device=self._device())
         return Displacement(self(grid) - grid)
 
-    def to(self, device=None, dtype=None) -> "Transform":
+    def to(self, device=None, dtype=None) -> Transform:
         """A copy on another device and/or with another floating-point dtype."""
 
         def move(tensor):

@@ -23,7 +23,9 @@ def _check_field(name, field):
     if not field.is_floating_point():
         raise ValueError(f"a {name} must be floating point, got {field.dtype}")
     if min(field.shape[2:]) < 2:
-        raise ValueError(f"every axis of a {name} needs at least two samples, got {tuple(field.shape)}")
+        raise ValueError(
+            f"every axis of a {name} needs at least two samples, got {tuple(field.shape)}"
+        )
     return field
 
 
@@ -56,7 +58,9 @@ class Displacement(Transform):
         displacement = _interpolate(self.displacement, coords)
         if self.outside == "itk":
             shape = self.displacement.shape[2:]
-            half_voxel = torch.tensor([0.5 / (n - 1) for n in shape], dtype=coords.dtype, device=coords.device)
+            half_voxel = torch.tensor(
+                [0.5 / (n - 1) for n in shape], dtype=coords.dtype, device=coords.device
+            )
             half_voxel = half_voxel.reshape(1, -1, *[1] * (coords.dim() - 2))
             inside = ((coords >= -half_voxel) & (coords <= 1 + half_voxel)).all(1, keepdim=True)
             displacement = displacement * inside
@@ -117,7 +121,7 @@ class Velocity(Transform):
             return self._integrate(coords)
         return self.exponential()(coords)
 
-    def inverse(self) -> "Velocity":
+    def inverse(self) -> Velocity:
         return Velocity(-self.velocity, self.steps, self.method)
 
     def _integrate(self, coords):
