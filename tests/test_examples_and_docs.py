@@ -34,6 +34,12 @@ def test_transform_values_example_runs(capsys):
     assert "inverse o transform is the identity" in capsys.readouterr().out
 
 
+def test_losses_example_prints_every_loss(capsys):
+    runpy.run_path(str(ROOT / "examples" / "losses.py"))["main"]()
+    out = capsys.readouterr().out
+    assert "MIND-SSC" in out and "bending energy" in out
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

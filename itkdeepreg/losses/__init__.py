@@ -1,0 +1,28 @@
+"""Similarity losses and regularizers (DESIGN.md, idea 4): plain functions of tensors and values."""
+
+from .regularizers import bending_energy, diffusion, gradicon, icon
+from .similarity import (
+    gaussian_blur,
+    lncc,
+    masked_mean,
+    mind_ssc,
+    mind_ssc_loss,
+    mse,
+    ncc,
+    squared_lncc,
+)
+
+__all__ = [
+    "bending_energy",
+    "diffusion",
+    "gaussian_blur",
+    "gradicon",
+    "icon",
+    "lncc",
+    "masked_mean",
+    "mind_ssc",
+    "mind_ssc_loss",
+    "mse",
+    "ncc",
+    "squared_lncc",
+]

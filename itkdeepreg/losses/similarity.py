@@ -1,0 +1,150 @@
+"""Image similarity losses: lower is more similar, images ``[B, C, *shape]``, 2D or 3D.
+
+Every loss takes an optional ``mask`` (broadcastable to the images, 1 inside): it then
+averages over the mask, not over all voxels. Local statistics (LNCC) use normalised
+convolution, ``blur(x * mask) / blur(mask)``, so voxels outside the mask, or beyond the
+image's edge, never enter a local window; LNCC over a box mask is LNCC of the cropped images.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+_EPSILON = 1e-5  # keeps a flat window's variance from dividing by zero
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values`` over the voxels where ``mask`` is non-zero (weighted by it)."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype).expand_as(values)
+    total = mask.sum()
+    if total <= 0:
+        raise ValueError("the mask is empty: there is nothing to average over")
+    return (values * mask).sum() / total
+
+
+def mse(image_a, image_b, mask=None):
+    """Mean squared difference."""
+    return masked_mean((image_a - image_b) ** 2, mask)
+
+
+def ncc(image_a, image_b, mask=None):
+    """One minus the normalised cross-correlation of the images over the mask (per batch item)."""
+    weight = torch.ones_like(image_a) if mask is None else mask.to(image_a.dtype).expand_as(image_a)
+    axes = tuple(range(1, image_a.dim()))
+    count = weight.sum(axes, keepdim=True)
+    if (count <= 0).any():
+        raise ValueError("the mask is empty: there is nothing to correlate")
+    a = image_a - (image_a * weight).sum(axes, keepdim=True) / count
+    b = image_b - (image_b * weight).sum(axes, keepdim=True) / count
+    covariance = (a * b * weight).sum(axes)
+    variance = (a * a * weight).sum(axes) * (b * b * weight).sum(axes)
+    return (1 - covariance / torch.sqrt(variance + _EPSILON)).mean()
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding."""
+    radius = int(round(2 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    dimension = image.dim() - 2
+    convolve = (F.conv1d, F.conv2d, F.conv3d)[dimension - 1]
+    channels = image.shape[1]
+    for axis in range(dimension):
+        shape = [1] * dimension
+        shape[axis] = kernel.numel()
+        padding = [0] * dimension
+        padding[axis] = radius
+        weight = kernel.reshape(1, 1, *shape).expand(channels, 1, *shape)
+        image = convolve(image, weight, padding=padding, groups=channels)
+    return image
+
+
+def local_statistics(image_a, image_b, sigma, mask=None):
+    """Local means, variances and covariance in Gaussian windows, by normalised convolution."""
+    weight = torch.ones_like(image_a[:, :1]) if mask is None else mask.to(image_a.dtype)
+    weight = weight.expand(image_a.shape[0], 1, *image_a.shape[2:])
+    norm = gaussian_blur(weight, sigma).clamp_min(1e-12)
+
+    def mean(x):
+        return gaussian_blur(x * weight, sigma) / norm
+
+    mean_a, mean_b = mean(image_a), mean(image_b)
+    variance_a = mean(image_a * image_a) - mean_a**2
+    variance_b = mean(image_b * image_b) - mean_b**2
+    covariance = mean(image_a * image_b) - mean_a * mean_b
+    return variance_a, variance_b, covariance
+
+
+def lncc(image_a, image_b, sigma=5.0, mask=None):
+    """One minus the local normalised cross-correlation in Gaussian windows of ``4 sigma + 1``."""
+    variance_a, variance_b, covariance = local_statistics(image_a, image_b, sigma, mask)
+    correlation = covariance / torch.sqrt((variance_a + _EPSILON) * (variance_b + _EPSILON))
+    return 1 - masked_mean(correlation, mask)
+
+
+def squared_lncc(image_a, image_b, sigma=5.0, mask=None):
+    """One minus the squared local correlation: indifferent to the sign of the contrast."""
+    variance_a, variance_b, covariance = local_statistics(image_a, image_b, sigma, mask)
+    correlation = covariance**2 / ((variance_a + _EPSILON) * (variance_b + _EPSILON))
+    return 1 - masked_mean(correlation, mask)
+
+
+def mind_ssc(image: torch.Tensor, radius: int = 2, dilation: int = 2) -> torch.Tensor:
+    """MIND-SSC descriptors ``[B, P, *shape]`` of a single-channel image (Heinrich et al. 2013).
+
+    The neighbours of a voxel are its ``2 D`` face neighbours at ``dilation`` voxels; each of
+    the ``P`` pairs of neighbours at squared distance 2 (12 in 3D, 4 in 2D) gives the patch
+    distance of the two neighbours (box window of ``2 radius + 1``), and the descriptor is
+    ``exp(-(distance - min over pairs) / mean over pairs)``.
+    """
+    dimension = image.dim() - 2
+    neighbours = [
+        tuple(sign * (axis == k) for k in range(dimension))
+        for axis in range(dimension)
+        for sign in (-1, 1)
+    ]
+    pairs = [
+        (p, q)
+        for p, q in itertools.combinations(neighbours, 2)
+        if sum((i - j) ** 2 for i, j in zip(p, q)) == 2
+    ]
+    padded = _replicate_pad(image, dilation)
+    average = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dimension - 1]
+    distances = []
+    for p, q in pairs:
+        difference = _shifted(padded, p, dilation, image.shape) - _shifted(
+            padded, q, dilation, image.shape
+        )
+        window = average(_replicate_pad(difference**2, radius), 2 * radius + 1, stride=1)
+        distances.append(window)
+    distance = torch.cat(distances, 1)
+    distance = distance - distance.min(1, keepdim=True).values
+    variance = distance.mean(1, keepdim=True)
+    variance = variance.clamp(variance.mean() * 1e-3, variance.mean() * 1e3)
+    return torch.exp(-distance / variance)
+
+
+def mind_ssc_loss(image_a, image_b, mask=None, radius=2, dilation=2):
+    """Mean squared difference of the images' MIND-SSC descriptors: works across modalities."""
+    return masked_mean(
+        (mind_ssc(image_a, radius, dilation) - mind_ssc(image_b, radius, dilation)) ** 2, mask
+    )
+
+
+def _replicate_pad(image, width):
+    return F.pad(image, [width] * (2 * (image.dim() - 2)), mode="replicate")
+
+
+def _shifted(padded, offset, dilation, shape):
+    """The image (padded by ``dilation``) moved by ``offset * dilation`` voxels."""
+    index = tuple(
+        slice(dilation + o * dilation, dilation + o * dilation + n)
+        for o, n in zip(offset, shape[2:])
+    )
+    return padded[(slice(None), slice(None)) + index]
