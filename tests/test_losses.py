@@ -99,8 +99,18 @@ def test_gradicon_forgives_what_icon_punishes_a_shift():
     matrix[0, 2] = 0.1
     shift = idr.Affine(matrix)
     identity = idr.Affine.identity(2, torch.float64)
-    assert losses.icon(shift, identity, (8, 8)).item() == pytest.approx(0.01)
+    assert losses.icon(shift, identity, (8, 8)).item() == pytest.approx(
+        0.01 / 2
+    )  # mean of 2 entries
     assert losses.gradicon(shift, identity, (8, 8)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradicon_follows_the_published_normalisation():
+    """A uniform scaling s of forward o backward: each direction gives (s - 1)^2 / D."""
+    scaling = idr.Affine(torch.diag(torch.tensor([1.1, 1.1, 1.1, 1.0], dtype=torch.float64)))
+    identity = idr.Affine.identity(3, torch.float64)
+    value = losses.gradicon(scaling, identity, (5, 5, 5), noise=1.0)
+    assert value.item() == pytest.approx(3 * 0.01 / 3)
 
 
 def test_gradicon_of_a_velocity_field_and_its_inverse_is_small():

@@ -1,9 +1,9 @@
 """Regularizers: inverse consistency of two transform values, and smoothness of a field.
 
-ICON and GradICON take the two maps of a registration, ``forward`` (A's cube to B's, or
-fixed to moving) and ``backward`` (the other way), as transform values; they measure how far
+ICON and GradICON take the two maps of a registration, ``forward`` (fixed cube to moving
+cube) and ``backward`` (the other way), as transform values; they measure how far
 ``forward o backward`` is from the identity (ICON) or how far its Jacobian is from the identity
-matrix (GradICON). Diffusion and bending energy take a field ``[B, D, *shape]`` in unit-cube
+matrix (GradICON), with the published normalisation (means over points and vector entries). Diffusion and bending energy take a field ``[B, D, *shape]`` in unit-cube
 units and differentiate it with respect to unit-cube coordinates, so their values do not
 depend on the grid's resolution.
 """
@@ -17,22 +17,26 @@ from ..transforms import Transform
 
 
 def icon(forward: Transform, backward: Transform, shape, noise: float = 0.0) -> torch.Tensor:
-    """Mean squared distance, in unit-cube units, of ``forward(backward(x))`` from ``x``.
+    """Mean squared entry of ``forward(backward(x)) - x`` (unit-cube units): ICON, one way.
 
-    ``x`` runs over a grid of ``shape``, moved by uniform noise of ``noise`` grid cells.
+    ``x`` runs over a grid of ``shape`` moved by Gaussian noise of ``noise`` grid cells
+    (standard deviation). The published ICON loss adds the other way round as well.
     """
     points = _points(forward, shape, noise)
-    return ((forward(backward(points)) - points) ** 2).sum(1).mean()
+    return ((forward(backward(points)) - points) ** 2).mean()
 
 
 def gradicon(
     forward: Transform, backward: Transform, shape, delta: float = 1e-3, noise: float = 0.0
 ) -> torch.Tensor:
-    """Mean squared Frobenius norm of ``J(forward o backward) - I`` by finite differences.
+    """GradICON: how far the Jacobian of ``forward o backward`` is from the identity matrix.
 
-    The Jacobian is estimated at the points of a grid of ``shape`` (a coarse grid gives the
-    strided variant the foundation models were trained with) with steps of ``delta`` along
-    each axis; the points move by uniform noise of ``noise`` grid cells.
+    With ``e(x) = forward(backward(x)) - x`` and steps of ``delta`` along each axis ``k``, the
+    loss is ``sum_k mean((e(x + delta u_k) - e(x))^2) / delta^2``, the mean over the points
+    of a grid of ``shape`` and the vector entries: the published normalisation, so published
+    weights ``lambda`` carry over. The points move by Gaussian noise of ``noise`` grid cells.
+    ``gradicon(phi_AB, phi_BA, (88,) * 3, noise=1.0)`` is the strided loss uniGradICON was
+    trained with (every second point of 175^3, noise 2/175).
     """
     points = _points(forward, shape, noise)
     error = forward(backward(points)) - points
@@ -41,7 +45,7 @@ def gradicon(
         step = torch.zeros_like(points)
         step[:, axis] = delta
         moved_error = forward(backward(points + step)) - (points + step)
-        total = total + (((moved_error - error) / delta) ** 2).sum(1).mean()
+        total = total + (((moved_error - error) / delta) ** 2).mean()
     return total
 
 
@@ -74,6 +78,5 @@ def _points(transform: Transform, shape, noise):
     points = identity_grid(shape, dtype=dtype, device=device)
     if noise:
         cell = torch.tensor([1.0 / (n - 1) for n in shape], dtype=dtype, device=device)
-        cell = cell.reshape(1, -1, *[1] * len(shape))
-        points = points + noise * cell * (torch.rand_like(points) * 2 - 1)
+        points = points + noise * cell.reshape(1, -1, *[1] * len(shape)) * torch.randn_like(points)
     return points

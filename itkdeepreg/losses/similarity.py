@@ -4,6 +4,8 @@ Every loss takes an optional ``mask`` (broadcastable to the images, 1 inside): i
 averages over the mask, not over all voxels. Local statistics (LNCC) use normalised
 convolution, ``blur(x * mask) / blur(mask)``, so voxels outside the mask, or beyond the
 image's edge, never enter a local window; LNCC over a box mask is LNCC of the cropped images.
+The published LNCC blurs with zero padding and no renormalisation, and multiplies a mask in
+before averaging over all voxels; away from edges and masks the two agree.
 """
 
 from __future__ import annotations
@@ -75,8 +77,9 @@ def local_statistics(image_a, image_b, sigma, mask=None):
         return gaussian_blur(x * weight, sigma) / norm
 
     mean_a, mean_b = mean(image_a), mean(image_b)
-    variance_a = mean(image_a * image_a) - mean_a**2
-    variance_b = mean(image_b * image_b) - mean_b**2
+    # rounding can make a flat window's variance slightly negative
+    variance_a = (mean(image_a * image_a) - mean_a**2).clamp_min(0)
+    variance_b = (mean(image_b * image_b) - mean_b**2).clamp_min(0)
     covariance = mean(image_a * image_b) - mean_a * mean_b
     return variance_a, variance_b, covariance
 
