@@ -40,6 +40,11 @@ def test_losses_example_prints_every_loss(capsys):
     assert "MIND-SSC" in out and "bending energy" in out
 
 
+def test_unet_example_fits_a_pair():
+    before, after = runpy.run_path(str(ROOT / "examples" / "gradicon_unet.py"))["main"]()
+    assert after < 0.2 * before
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

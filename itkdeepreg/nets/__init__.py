@@ -1,0 +1,5 @@
+"""Network backbones (torch only)."""
+
+from .unet import GradICONUNet
+
+__all__ = ["GradICONUNet"]
