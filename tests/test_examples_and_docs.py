@@ -45,6 +45,11 @@ def test_unet_example_fits_a_pair():
     assert after < 0.2 * before
 
 
+def test_unigradicon_architecture_example_runs_the_tree_end_to_end():
+    moved = runpy.run_path(str(ROOT / "examples" / "unigradicon_architecture.py"))["main"]()
+    assert moved == 0.0  # untrained: zero-initialised last layers give the identity
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

@@ -1,0 +1,5 @@
+"""Models as trees of registration steps (DESIGN.md, idea 3)."""
+
+from .steps import DisplacementStep, Downsample, TwoStep
+
+__all__ = ["DisplacementStep", "Downsample", "TwoStep"]
