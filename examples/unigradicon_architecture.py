@@ -15,7 +15,7 @@ import torch
 import itkdeepreg as idr
 from itkdeepreg.data import mni152_t1_2mm
 from itkdeepreg.interop import image_to_tensor, to_itk_transform
-from itkdeepreg.zoo import UNIGRADICON_SHAPE, preprocess, unigradicon_network
+from itkdeepreg.zoo import UNIGRADICON_SHAPE, load_weights, preprocess, unigradicon_network
 
 GRID = (72, 72, 72)  # the published grid is 175^3; 72^3 keeps this example quick on a CPU
 
@@ -27,6 +27,13 @@ def main():
     print(
         f"{len(weights)} tensors, {count / 1e6:.1f} M parameters; published grid {UNIGRADICON_SHAPE}"
     )
+    # weights load strictly: with the published file, load_weights(network, fetch(UNIGRADICON))
+    load_weights(unigradicon_network(), weights)
+    renamed = {("net." + k if k.startswith("netPsi") else k): v for k, v in weights.items()}
+    try:
+        load_weights(unigradicon_network(), renamed)
+    except ValueError as error:
+        print(f"refused: {str(error)[:90]}...")
 
     image, geometry = image_to_tensor(itk.imread(mni152_t1_2mm()))
     fixed = idr.resample(preprocess(image, "mri"), GRID)
