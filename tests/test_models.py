@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -72,3 +73,57 @@ def test_an_untrained_model_is_the_identity_and_keeps_no_state():
     grid = idr.identity_grid((40, 36))
     torch.testing.assert_close(transform(grid), grid)
     assert {name: set(vars(m)) for name, m in model.named_modules()} == attributes
+
+
+def small_model():
+    torch.manual_seed(0)
+    model = TwoStep(
+        Downsample(DisplacementStep(GradICONUNet(2))), DisplacementStep(GradICONUNet(2))
+    )
+    for module in model.modules():
+        if isinstance(module, GradICONUNet):
+            torch.nn.init.normal_(module.lastConv.weight, std=0.02)
+        if isinstance(module, nn.BatchNorm2d):  # trained-looking statistics
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_both_directions_in_one_batch_equal_two_single_passes():
+    from itkdeepreg.models import register_pair
+
+    model = small_model()
+    moving, fixed = torch.rand(1, 1, 48, 40), torch.rand(1, 1, 48, 40)
+    forward, backward = register_pair(model, moving, fixed, inverse=True)
+    alone_forward = register_pair(model, moving, fixed)
+    alone_backward = register_pair(model, fixed, moving)
+    grid = idr.identity_grid((48, 40))
+    assert (alone_forward(grid) - grid).abs().max() > 1e-3  # a real, non-identity map
+    torch.testing.assert_close(forward(grid), alone_forward(grid), atol=1e-5, rtol=0)
+    torch.testing.assert_close(backward(grid), alone_backward(grid), atol=1e-5, rtol=0)
+
+
+def test_inference_keeps_batch_norm_statistics_and_the_models_mode():
+    from itkdeepreg.models import register_pair
+
+    model = small_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    transform = register_pair(model, torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training
+    assert not any(t.is_inference() for t in transform._tensors())  # usable in autograd
+
+
+def test_select_picks_one_item_of_a_batched_transform():
+    fields = torch.randn(2, 2, 6, 7, dtype=torch.float64) * 0.01
+    batched = idr.Affine(torch.eye(3, dtype=torch.float64)) @ idr.Displacement(fields)
+    second = batched.select(1)
+    grid = idr.identity_grid((6, 7), torch.float64)
+    torch.testing.assert_close(second(grid), idr.Displacement(fields[1:])(grid))
+
+
+def test_register_pair_refuses_mismatched_images():
+    from itkdeepreg.models import register_pair
+
+    with pytest.raises(ValueError, match="single images"):
+        register_pair(small_model(), torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 41))

@@ -77,7 +77,16 @@ class Transform:
             floating = tensor.is_floating_point()
             return tensor.to(device=device, dtype=dtype if floating else None)
 
-        return from_dict(_map_tensors(self.to_dict(), move))
+        return self.map_tensors(move)
+
+    def select(self, index: int) -> "Transform":
+        """Batch item ``index`` of this transform (tensors with a batch of one are shared)."""
+
+        return self.map_tensors(lambda t: t[index : index + 1] if t.shape[0] > 1 else t)
+
+    def map_tensors(self, function) -> "Transform":
+        """The same kind of transform with ``function`` applied to each of its tensors."""
+        return from_dict(_map_tensors(self.to_dict(), function))
 
     def to_dict(self) -> dict:
         """A tree of plain values and tensors that :func:`from_dict` turns back into this."""

@@ -1,0 +1,38 @@
+"""Running a registration model on a pair of preprocessed tensors."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def register_pair(
+    model: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, inverse: bool = False
+):
+    """The model's transform from ``fixed``'s unit cube to ``moving``'s; with ``inverse``, the pair
+    ``(forward, inverse)`` computed in one batched pass.
+
+    The images are ``[1, C, *shape]`` on the model's grid, already preprocessed. The model runs
+    in eval mode (BatchNorm keeps its statistics; its own mode is restored afterwards) under
+    ``torch.inference_mode``, on the device of its parameters. The transforms hold ordinary
+    tensors, so they can enter autograd later (instance optimization, say).
+    """
+    if moving.shape != fixed.shape or moving.dim() not in (4, 5) or moving.shape[0] != 1:
+        raise ValueError(
+            "moving and fixed must be single images [1, C, *shape] of one shape on the model's "
+            f"grid, got {tuple(moving.shape)} and {tuple(fixed.shape)}"
+        )
+    device = next(model.parameters()).device
+    moving, fixed = moving.to(device), fixed.to(device)
+    training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if inverse:  # both directions as one batch of two
+                transform = model(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
+            else:
+                transform = model(moving, fixed)
+    finally:
+        model.train(training)
+    transform = transform.map_tensors(torch.clone)  # outside inference mode: ordinary tensors
+    return (transform.select(0), transform.select(1)) if inverse else transform
