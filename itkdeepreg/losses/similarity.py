@@ -49,39 +49,36 @@ def ncc(image_a, image_b, mask=None):
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding."""
+    """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding.
+
+    Each axis is blurred by one ``conv1d`` over all lines along it (faster on CPUs than a
+    depthwise ``conv3d`` with a 1D kernel, and the same numbers).
+    """
     radius = int(round(2 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    dimension = image.dim() - 2
-    convolve = (F.conv1d, F.conv2d, F.conv3d)[dimension - 1]
-    channels = image.shape[1]
-    for axis in range(dimension):
-        shape = [1] * dimension
-        shape[axis] = kernel.numel()
-        padding = [0] * dimension
-        padding[axis] = radius
-        weight = kernel.reshape(1, 1, *shape).expand(channels, 1, *shape)
-        image = convolve(image, weight, padding=padding, groups=channels)
+    kernel = (kernel / kernel.sum()).reshape(1, 1, -1)
+    for axis in range(2, image.dim()):
+        lines = image.movedim(axis, -1)
+        blurred = F.conv1d(lines.reshape(-1, 1, lines.shape[-1]), kernel, padding=radius)
+        image = blurred.reshape(lines.shape).movedim(-1, axis)
     return image
 
 
 def local_statistics(image_a, image_b, sigma, mask=None):
-    """Local means, variances and covariance in Gaussian windows, by normalised convolution."""
+    """Local variances and covariance in Gaussian windows, by normalised convolution."""
     weight = torch.ones_like(image_a[:, :1]) if mask is None else mask.to(image_a.dtype)
     weight = weight.expand(image_a.shape[0], 1, *image_a.shape[2:])
-    norm = gaussian_blur(weight, sigma).clamp_min(1e-12)
-
-    def mean(x):
-        return gaussian_blur(x * weight, sigma) / norm
-
-    mean_a, mean_b = mean(image_a), mean(image_b)
+    channels = image_a.shape[1]
+    # the six blurred quantities in one pass: a, b, a^2, b^2, a b (each weighted), weight
+    quantities = [image_a, image_b, image_a * image_a, image_b * image_b, image_a * image_b]
+    blurred = gaussian_blur(torch.cat([q * weight for q in quantities] + [weight], 1), sigma)
+    norm = blurred[:, -1:].clamp_min(1e-12)
+    mean_a, mean_b, mean_aa, mean_bb, mean_ab = (blurred[:, :-1] / norm).split(channels, 1)
     # rounding can make a flat window's variance slightly negative
-    variance_a = (mean(image_a * image_a) - mean_a**2).clamp_min(0)
-    variance_b = (mean(image_b * image_b) - mean_b**2).clamp_min(0)
-    covariance = mean(image_a * image_b) - mean_a * mean_b
-    return variance_a, variance_b, covariance
+    variance_a = (mean_aa - mean_a**2).clamp_min(0)
+    variance_b = (mean_bb - mean_b**2).clamp_min(0)
+    return variance_a, variance_b, mean_ab - mean_a * mean_b
 
 
 def lncc(image_a, image_b, sigma=5.0, mask=None):
