@@ -50,6 +50,11 @@ def test_unigradicon_architecture_example_runs_the_tree_end_to_end():
     assert moved == 0.0  # untrained: zero-initialised last layers give the identity
 
 
+def test_instance_optimization_example_improves_on_the_network():
+    fields, weights = runpy.run_path(str(ROOT / "examples" / "instance_optimization.py"))["main"]()
+    assert fields.losses[-1] < fields.losses[0] and weights.losses[-1] < weights.losses[0]
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

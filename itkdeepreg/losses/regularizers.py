@@ -16,18 +16,26 @@ from ..sampling import identity_grid
 from ..transforms import Transform
 
 
-def icon(forward: Transform, backward: Transform, shape, noise: float = 0.0) -> torch.Tensor:
+def icon(
+    forward: Transform, backward: Transform, shape, noise: float = 0.0, generator=None
+) -> torch.Tensor:
     """Mean squared entry of ``forward(backward(x)) - x`` (unit-cube units): ICON, one way.
 
     ``x`` runs over a grid of ``shape`` moved by Gaussian noise of ``noise`` grid cells
-    (standard deviation). The published ICON loss adds the other way round as well.
+    (standard deviation), drawn from ``generator`` (or torch's global one). The published ICON
+    loss adds the other way round as well.
     """
-    points = _points(forward, shape, noise)
+    points = _points(forward, shape, noise, generator)
     return ((forward(backward(points)) - points) ** 2).mean()
 
 
 def gradicon(
-    forward: Transform, backward: Transform, shape, delta: float = 1e-3, noise: float = 0.0
+    forward: Transform,
+    backward: Transform,
+    shape,
+    delta: float = 1e-3,
+    noise: float = 0.0,
+    generator=None,
 ) -> torch.Tensor:
     """GradICON: how far the Jacobian of ``forward o backward`` is from the identity matrix.
 
@@ -36,9 +44,9 @@ def gradicon(
     of a grid of ``shape`` and the vector entries: the published normalisation, so published
     weights ``lambda`` carry over. The points move by Gaussian noise of ``noise`` grid cells.
     ``gradicon(phi_AB, phi_BA, (88,) * 3, noise=1.0)`` is the strided loss uniGradICON was
-    trained with (every second point of 175^3, noise 2/175).
+    trained with (every second point of 175^3, noise 2/175). ``generator`` draws the noise.
     """
-    points = _points(forward, shape, noise)
+    points = _points(forward, shape, noise, generator)
     error = forward(backward(points)) - points
     total = 0.0
     for axis in range(points.shape[1]):
@@ -73,10 +81,11 @@ def _derivatives(field, shape):
     return [torch.diff(field, dim=axis + 2) * (n - 1) for axis, n in enumerate(shape)]
 
 
-def _points(transform: Transform, shape, noise):
+def _points(transform: Transform, shape, noise, generator):
     dtype, device = transform._dtype(), transform._device()
     points = identity_grid(shape, dtype=dtype, device=device)
     if noise:
         cell = torch.tensor([1.0 / (n - 1) for n in shape], dtype=dtype, device=device)
-        points = points + noise * cell.reshape(1, -1, *[1] * len(shape)) * torch.randn_like(points)
+        draw = torch.randn(points.shape, generator=generator, dtype=dtype, device=device)
+        points = points + noise * cell.reshape(1, -1, *[1] * len(shape)) * draw
     return points

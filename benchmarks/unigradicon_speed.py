@@ -1,0 +1,152 @@
+"""uniGradICON's costs side by side: inference, the published-style forward, one IO step of each kind.
+
+    python benchmarks/unigradicon_speed.py [--size 175] [--device cpu|cuda]
+
+Random weights (the costs do not depend on them). An IO step is timed as a run of two steps
+less a run of one, so the set-up (copying the network, sampling its maps, the final answer)
+cancels. Each operation runs in a fresh process after its set-up; "peak GB" is the memory it adds at its peak above what the set-up left: resident
+memory sampled every 5 ms on a CPU, allocated memory on a GPU. On shared CPUs read the ratios.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+OPERATIONS = {
+    "inference, one direction": "one",
+    "inference, both directions": "both",
+    "published-style forward with its loss": "published",
+    "weight-level IO step": "weights",
+    "field-level IO step": "fields",
+}
+
+
+def measure(operation, size, device):
+    from itkdeepreg import losses
+    from itkdeepreg.models import register_pair
+    from itkdeepreg.optimize import instance
+    from itkdeepreg.zoo import unigradicon_network
+
+    torch.manual_seed(0)
+    network = unigradicon_network().to(device).eval()
+    for parameter in network.parameters():
+        if parameter.dim() > 1:
+            torch.nn.init.normal_(parameter, std=1e-3)
+    shape = (1, 1, size, size, size)
+    moving, fixed = torch.rand(shape, device=device), torch.rand(shape, device=device)
+    forward, backward = register_pair(network, moving, fixed, inverse=True)
+
+    def run():
+        if operation == "one":
+            register_pair(network, moving, fixed).as_displacement((size,) * 3)
+        elif operation == "both":
+            register_pair(network, moving, fixed, inverse=True)
+        elif operation == "published":  # both directions and the training loss, no gradients
+            with torch.no_grad():
+                both = network(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
+                instance._objective(
+                    both.select(0), both.select(1), moving, fixed, losses.lncc, 1.5, None
+                )
+        elif operation == "weights":
+            instance.optimize_weights(network, moving, fixed, iterations=steps, progress=False)
+        else:
+            instance.optimize_fields(
+                forward, backward, moving, fixed, iterations=steps, progress=False
+            )
+
+    def timed():
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            baseline = torch.cuda.memory_allocated()
+            start = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            return seconds, (torch.cuda.max_memory_allocated() - baseline) / 1e9
+        start = time.perf_counter()
+        peak = added_resident_peak(run) / 1e9
+        return time.perf_counter() - start, peak
+
+    steps = 1
+    seconds, peak = timed()
+    if operation in ("weights", "fields"):  # one step alone: two steps less one, set-up cancels
+        steps = 2
+        seconds = timed()[0] - seconds
+    print(json.dumps({"seconds": seconds, "peak_gb": peak}))
+
+
+def added_resident_peak(function):
+    """Bytes of resident memory ``function`` adds at its peak, sampled every 5 ms."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident():
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * page
+
+    baseline = resident()
+    peak, done = [baseline], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            done.wait(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        function()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], resident()) - baseline
+
+
+def main(size, device):
+    rows = {}
+    for name, operation in OPERATIONS.items():
+        command = [
+            sys.executable,
+            __file__,
+            "--size",
+            str(size),
+            "--device",
+            device,
+            "--only",
+            operation,
+        ]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows[name] = json.loads(output.strip().splitlines()[-1])
+    one = rows["inference, one direction"]["seconds"]
+    weights = rows["weight-level IO step"]
+    print(
+        f"uniGradICON at {size}^3 on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(f"{'operation':<40}{'seconds':>10}{'added peak GB':>15}{'time / one direction':>22}")
+    for name, row in rows.items():
+        print(
+            f"{name:<40}{row['seconds']:>10.2f}{row['peak_gb']:>15.2f}{row['seconds'] / one:>22.2f}"
+        )
+    fields = rows["field-level IO step"]
+    print(
+        f"field-level IO step against weight-level: {weights['seconds'] / fields['seconds']:.1f}x less "
+        f"time, {weights['peak_gb'] / fields['peak_gb']:.1f}x less peak memory"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=175)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", choices=sorted(OPERATIONS.values()))
+    arguments = parser.parse_args()
+    if arguments.only:
+        measure(arguments.only, arguments.size, arguments.device)
+    else:
+        main(arguments.size, arguments.device)
