@@ -80,14 +80,9 @@ def test_field_level_io_improves_the_pair_with_the_network_fixed(problem, parame
         similarity_after(result.backward, fixed, moving)
         < 0.5 * losses.mse(backward.warp(fixed), moving).item()
     )
-    # the maps stay inverse-consistent and fold-free
+    # the refined map stays fold-free
+    assert losses.folding_fraction(result.forward, (48, 48)) < 0.01
     grid = idr.identity_grid((48, 48))
-    field = result.forward(grid)
-    jacobian = torch.stack([torch.diff(field, dim=d)[..., :47, :47] for d in (2, 3)], -1)[0]
-    determinant = (
-        jacobian[0, ..., 0] * jacobian[1, ..., 1] - jacobian[0, ..., 1] * jacobian[1, ..., 0]
-    )
-    assert (determinant <= 0).float().mean() < 0.01
     again = optimize_fields(
         forward,
         backward,

@@ -138,3 +138,20 @@ def test_regularizers_have_gradients():
     velocity = idr.Velocity(field)
     losses.gradicon(velocity, velocity.inverse(), (6, 6)).backward()
     assert math.isfinite(field.grad.abs().sum().item())
+
+
+def test_jacobian_determinant_of_known_maps(dimension):
+    shape = (9, 10, 11)[:dimension]
+    identity = idr.Affine.identity(dimension, torch.float64)
+    torch.testing.assert_close(
+        losses.jacobian_determinant(identity, shape), torch.ones(1, *shape, dtype=torch.float64)
+    )
+    affine = random_affine(dimension, scale=0.2)
+    expected = torch.linalg.det(affine.matrix[0, :dimension, :dimension])
+    torch.testing.assert_close(
+        losses.jacobian_determinant(affine, shape), expected.expand(1, *shape)
+    )
+    mirror = torch.eye(dimension + 1, dtype=torch.float64)
+    mirror[0, 0], mirror[0, dimension] = -1.0, 1.0  # x0 -> 1 - x0 reverses orientation
+    assert losses.folding_fraction(idr.Affine(mirror), shape) == 1.0
+    assert losses.folding_fraction(identity, shape) == 0.0

@@ -1,5 +1,6 @@
 """Similarity losses and regularizers (DESIGN.md, idea 4): plain functions of tensors and values."""
 
+from .metrics import folding_fraction, jacobian_determinant
 from .regularizers import bending_energy, diffusion, gradicon, icon
 from .similarity import (
     gaussian_blur,
@@ -15,9 +16,11 @@ from .similarity import (
 __all__ = [
     "bending_energy",
     "diffusion",
+    "folding_fraction",
     "gaussian_blur",
     "gradicon",
     "icon",
+    "jacobian_determinant",
     "lncc",
     "masked_mean",
     "mind_ssc",
