@@ -110,3 +110,12 @@ def test_bad_parameterization_is_refused(problem):
     forward, backward = register_pair(model, moving, fixed, inverse=True)
     with pytest.raises(ValueError, match="parameterization"):
         optimize_fields(forward, backward, moving, fixed, parameterization="bspline")
+
+
+def test_by_default_io_runs_every_iteration(problem):
+    model, moving, fixed = problem
+    forward, backward = register_pair(model, moving, fixed, inverse=True)
+    flat = optimize_fields(
+        forward, backward, moving, fixed, iterations=12, learning_rate=0.0, progress=False
+    )
+    assert len(flat.losses) == 12  # a noisy, flat loss does not end the run early

@@ -155,3 +155,10 @@ def test_jacobian_determinant_of_known_maps(dimension):
     mirror[0, 0], mirror[0, dimension] = -1.0, 1.0  # x0 -> 1 - x0 reverses orientation
     assert losses.folding_fraction(idr.Affine(mirror), shape) == 1.0
     assert losses.folding_fraction(identity, shape) == 0.0
+
+
+def test_ncc_does_not_depend_on_the_images_scale():
+    image, other = pair(2)
+    reference = losses.ncc(image, other).item()
+    for scale in (1e-3, 1e3):
+        assert losses.ncc(scale * image, scale * other).item() == pytest.approx(reference, abs=1e-6)

@@ -52,13 +52,17 @@ def test_two_step_warps_the_moving_image_by_the_first_map_and_composes_phi_after
 
 def test_downsample_pools_both_images_and_keeps_the_childs_map():
     child = Recorder(shift(0, 0.1))
-    moving, fixed = torch.rand(1, 1, 9, 12), torch.rand(1, 1, 9, 12)
+    generator = torch.Generator().manual_seed(0)
+    moving = torch.rand(1, 1, 9, 12, generator=generator, dtype=torch.float64)
+    fixed = torch.rand(1, 1, 9, 12, generator=generator, dtype=torch.float64)
     transform = Downsample(child)(moving, fixed)
     assert transform is child.transform
     pooled_moving, pooled_fixed = child.seen[0]
     assert pooled_moving.shape == pooled_fixed.shape == (1, 1, 5, 6)  # odd sizes round up
-    assert pooled_moving[0, 0, 0, 0] == moving[0, 0, :2, :2].mean()
-    assert pooled_moving[0, 0, 4, 0] == moving[0, 0, 8, :2].mean()  # the last row alone
+    torch.testing.assert_close(pooled_moving[0, 0, 0, 0], moving[0, 0, :2, :2].mean())
+    torch.testing.assert_close(
+        pooled_moving[0, 0, 4, 0], moving[0, 0, 8, :2].mean()
+    )  # last row alone
 
 
 def test_an_untrained_model_is_the_identity_and_keeps_no_state():
@@ -127,3 +131,20 @@ def test_register_pair_refuses_mismatched_images():
 
     with pytest.raises(ValueError, match="single images"):
         register_pair(small_model(), torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 41))
+
+
+def test_register_pair_restores_each_submodules_own_mode():
+    model = small_model().train()
+    model.netPsi.eval()
+    register_pair_ = __import__("itkdeepreg.models", fromlist=["register_pair"]).register_pair
+    register_pair_(model, torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40))
+    assert model.training and model.netPhi.training and not model.netPsi.training
+
+
+def test_register_pair_follows_the_models_dtype():
+    from itkdeepreg.models import register_pair
+
+    transform = register_pair(
+        small_model(), torch.rand(1, 1, 40, 40, dtype=torch.float64), torch.rand(1, 1, 40, 40)
+    )
+    assert transform._dtype() == torch.float32

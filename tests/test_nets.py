@@ -83,3 +83,26 @@ def test_bad_dimension_and_too_small_images_are_refused():
         GradICONUNet(4)
     with pytest.raises(ValueError, match="at least 17 voxels"):
         GradICONUNet(3)(torch.rand(1, 1, 16, 40, 40), torch.rand(1, 1, 16, 40, 40))
+    small = GradICONUNet(2)(torch.rand(1, 1, 9, 12), torch.rand(1, 1, 9, 12))  # 2D has no limit
+    assert small.shape == (1, 2, 9, 12)
+
+
+def test_pooled_input_fills_the_last_channels_and_the_last_skip_is_the_raw_pair():
+    """The published wiring: zero-padded channels in front; skips concatenated after."""
+    import torch.nn.functional as F
+
+    net = GradICONUNet(2)
+    for convolution in net.downConvs:  # the down path then carries the pooled input alone
+        torch.nn.init.zeros_(convolution.weight)
+        torch.nn.init.zeros_(convolution.bias)
+    seen = {}
+    net.downConvs[1].register_forward_hook(
+        lambda m, i, o: seen.update(down1=i[0])
+    )  # None: keep output
+    net.lastConv.register_forward_hook(lambda m, i, o: seen.update(last=i[0]))
+    moving, fixed = torch.rand(1, 1, 24, 20), torch.rand(1, 1, 24, 20)
+    net(moving, fixed)
+    pooled = F.avg_pool2d(torch.cat([moving, fixed], 1), 2, ceil_mode=True)
+    assert torch.count_nonzero(seen["down1"][:, :14]) == 0
+    torch.testing.assert_close(seen["down1"][:, 14:], F.leaky_relu(pooled))
+    torch.testing.assert_close(seen["last"][:, 16:], torch.cat([moving, fixed], 1))

@@ -64,6 +64,47 @@ def test_missing_extra_and_misshapen_tensors_are_named(weights_file):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
 
 
+def test_values_that_are_not_tensors_are_refused(weights_file):
+    state = read_state_dict(weights_file[0])
+    with pytest.raises(ValueError, match="not tensors: lastConv.bias"):
+        load_weights(GradICONUNet(2), {**state, "lastConv.bias": [0.0, 0.0]})
+
+
+def test_an_unverifiable_truncated_download_is_not_cached(weights_file, tmp_path):
+    """No checksum and no Content-Length: the file must still read as weights to be kept."""
+    payload = weights_file[0].read_bytes()[:5000]
+
+    class Truncated(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the client cannot tell it was cut
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Truncated)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        source = WeightsSource(f"http://127.0.0.1:{httpd.server_address[1]}/w.trch", "w.trch")
+        with pytest.raises(ValueError, match="not a readable weights file"):
+            fetch(source, cache=tmp_path / "cache", progress=False)
+    finally:
+        httpd.shutdown()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_an_unusable_cache_directory_says_how_to_choose_another(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match="ITKDEEPREG_CACHE"):
+        fetch(
+            WeightsSource("http://127.0.0.1:9/w.trch", "w.trch"),
+            cache=blocker / "cache",
+            progress=False,
+        )
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_corrupt_and_missing_files_are_refused(tmp_path, weights_file):
     class Payload:

@@ -44,7 +44,8 @@ def gradicon(
     of a grid of ``shape`` and the vector entries: the published normalisation, so published
     weights ``lambda`` carry over. The points move by Gaussian noise of ``noise`` grid cells.
     ``gradicon(phi_AB, phi_BA, (88,) * 3, noise=1.0)`` is the strided loss uniGradICON was
-    trained with (every second point of 175^3, noise 2/175). ``generator`` draws the noise.
+    trained with (every second point of 175^3; noise 1/87, published 2/175). ``generator``
+    draws the noise.
     """
     points = _points(forward, shape, noise, generator)
     error = forward(backward(points)) - points

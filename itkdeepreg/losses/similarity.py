@@ -44,8 +44,10 @@ def ncc(image_a, image_b, mask=None):
     a = image_a - (image_a * weight).sum(axes, keepdim=True) / count
     b = image_b - (image_b * weight).sum(axes, keepdim=True) / count
     covariance = (a * b * weight).sum(axes)
-    variance = (a * a * weight).sum(axes) * (b * b * weight).sum(axes)
-    return (1 - covariance / torch.sqrt(variance + _EPSILON)).mean()
+    # a floor far below any image's variance, not an epsilon added: the loss stays the same
+    # for images scaled by 1e-3 or 1e3; a constant image correlates with nothing
+    norm = torch.sqrt((a * a * weight).sum(axes) * (b * b * weight).sum(axes)).clamp_min(1e-20)
+    return (1 - covariance / norm).mean()
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ def register_pair(
 
     The images are ``[1, C, *shape]`` on the model's grid, already preprocessed. The model runs
     in eval mode (BatchNorm keeps its statistics; its own mode is restored afterwards) under
-    ``torch.inference_mode``, on the device of its parameters. The transforms hold ordinary
+    ``torch.inference_mode``, on the device and in the dtype of its parameters. The transforms hold ordinary
     tensors, so they can enter autograd later (instance optimization, say).
     """
     if moving.shape != fixed.shape or moving.dim() not in (4, 5) or moving.shape[0] != 1:
@@ -22,9 +22,9 @@ def register_pair(
             "moving and fixed must be single images [1, C, *shape] of one shape on the model's "
             f"grid, got {tuple(moving.shape)} and {tuple(fixed.shape)}"
         )
-    device = next(model.parameters()).device
-    moving, fixed = moving.to(device), fixed.to(device)
-    training = model.training
+    parameter = next(model.parameters())
+    moving, fixed = (x.to(parameter.device, parameter.dtype) for x in (moving, fixed))
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with torch.inference_mode():
@@ -33,6 +33,7 @@ def register_pair(
             else:
                 transform = model(moving, fixed)
     finally:
-        model.train(training)
+        for module, training in modes.items():  # each submodule's own mode, as it was
+            module.training = training
     transform = transform.map_tensors(torch.clone)  # outside inference mode: ordinary tensors
     return (transform.select(0), transform.select(1)) if inverse else transform

@@ -17,7 +17,7 @@ from torch import nn
 
 DOWN_CHANNELS = (16, 32, 64, 256, 512)
 UP_CHANNELS = (16, 32, 64, 128, 256)
-MINIMUM_SIZE = 17  # the deepest level's input must still have two voxels to pool
+MINIMUM_SIZE = 17  # in 3D, torch's avg_pool3d refuses the one-voxel deepest level of 16
 
 
 class GradICONUNet(nn.Module):
@@ -54,9 +54,9 @@ class GradICONUNet(nn.Module):
         nn.init.zeros_(self.lastConv.bias)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        if min(moving.shape[2:]) < MINIMUM_SIZE:
+        if self.dimension == 3 and min(moving.shape[2:]) < MINIMUM_SIZE:
             raise ValueError(
-                f"the U-Net halves every axis five times: it needs at least {MINIMUM_SIZE} "
+                f"the 3D U-Net halves every axis five times: it needs at least {MINIMUM_SIZE} "
                 f"voxels along each, got {tuple(moving.shape[2:])}"
             )
         average_pool = (F.avg_pool2d, F.avg_pool3d)[self.dimension - 2]

@@ -44,7 +44,7 @@ def optimize_weights(
     learning_rate: float = 2e-5,
     similarity=lncc,
     weight: float = REGULARIZER_WEIGHT,
-    tolerance: float = 0.0,
+    tolerance: float | None = None,
     patience: int = 5,
     progress: bool = True,
 ) -> InstanceOptimization:
@@ -54,6 +54,8 @@ def optimize_weights(
     """
     network = copy.deepcopy(model).eval()
     network.requires_grad_(True)
+    parameter = next(network.parameters())
+    moving, fixed = (x.to(parameter.device, parameter.dtype) for x in (moving, fixed))
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
 
     generator = _generator(fixed)
@@ -80,7 +82,7 @@ def optimize_fields(
     weight: float = REGULARIZER_WEIGHT,
     parameterization: str = "displacement",
     field_shape=None,
-    tolerance: float = 0.0,
+    tolerance: float | None = None,
     patience: int = 5,
     progress: bool = True,
 ) -> InstanceOptimization:
@@ -141,8 +143,9 @@ def _generator(like: torch.Tensor) -> torch.Generator:
 
 
 def _minimise(objective, optimizer, iterations, tolerance, patience, progress, name):
-    """Adam steps until ``iterations``, or until the loss has improved by less than
-    ``tolerance`` (relative) over the last ``patience`` steps."""
+    """Adam steps until ``iterations``, or, with a ``tolerance``, until the loss has improved by
+    less than ``tolerance`` (relative) over the last ``patience`` steps. GradICON's points move
+    every step, so the loss is noisy: a tolerance of 0 would stop at the first uphill step."""
     from tqdm import tqdm
 
     losses = []
@@ -154,7 +157,7 @@ def _minimise(objective, optimizer, iterations, tolerance, patience, progress, n
         optimizer.step()
         losses.append(loss.item())
         steps.set_postfix(loss=f"{losses[-1]:.4f}")
-        if len(losses) > patience:
+        if tolerance is not None and len(losses) > patience:
             earlier = losses[-patience - 1]
             if earlier - losses[-1] < tolerance * abs(earlier):
                 break

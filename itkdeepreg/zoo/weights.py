@@ -54,7 +54,12 @@ def fetch(source: WeightsSource, cache: Path | None = None, progress: bool = Tru
     an interrupted or corrupt download never takes the file's place.
     """
     cache = Path(cache) if cache is not None else cache_directory()
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            f"cannot use {cache} as the weights cache ({error}); set ITKDEEPREG_CACHE"
+        ) from None
     path = cache / source.filename
     if path.is_file():
         _verify(f"{path} (delete it to download again)", source.sha256, sha256_of(path))
@@ -79,6 +84,8 @@ def fetch(source: WeightsSource, cache: Path | None = None, progress: bool = Tru
         if total is not None and os.path.getsize(temporary) != total:
             raise OSError(f"the download of {source.url} was cut short")
         _verify(source.url, source.sha256, digest.hexdigest())
+        if source.sha256 is None:  # no checksum to trust: at least it must read as weights
+            read_state_dict(temporary)
 
     write_atomically(path, download)
     return path
@@ -114,6 +121,11 @@ def load_weights(model: nn.Module, weights) -> nn.Module:
     weight of the model changes.
     """
     state = read_state_dict(weights) if isinstance(weights, (str, os.PathLike)) else weights
+    not_tensors = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"the weights hold values that are not tensors: {', '.join(not_tensors[:10])}"
+        )
     expected = model.state_dict()
     problems = [
         f"missing {name} {list(t.shape)}" for name, t in expected.items() if name not in state
