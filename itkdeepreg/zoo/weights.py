@@ -50,8 +50,9 @@ def cache_directory() -> Path:
 def fetch(source: WeightsSource, cache: Path | None = None, progress: bool = True) -> Path:
     """The path of ``source``'s file in the cache, downloaded first if it is not there.
 
-    The download is written under a temporary name and renamed once its SHA-256 matches, so
-    an interrupted or corrupt download never takes the file's place.
+    The download is written under a temporary name and renamed once its SHA-256 matches (with
+    no checksum pinned, once it reads as a state dict), so an interrupted or corrupt download
+    never takes the file's place.
     """
     cache = Path(cache) if cache is not None else cache_directory()
     try:
