@@ -93,3 +93,21 @@ def preimage_inside(transform, shape):
 @pytest.fixture(params=[2, 3], ids=["2D", "3D"])
 def dimension(request):
     return request.param
+
+
+def small_gradicon(last_layer_std, batch_norm_statistics=False):
+    """A 2D two-step GradICON whose last layers are drawn (not zero), so its map is not the identity."""
+    from itkdeepreg.models import DisplacementStep, Downsample, TwoStep
+    from itkdeepreg.nets import GradICONUNet
+
+    torch.manual_seed(0)
+    model = TwoStep(
+        Downsample(DisplacementStep(GradICONUNet(2))), DisplacementStep(GradICONUNet(2))
+    )
+    for module in model.modules():
+        if isinstance(module, GradICONUNet):
+            torch.nn.init.normal_(module.lastConv.weight, std=last_layer_std)
+        if batch_norm_statistics and isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)  # trained-looking statistics
+            module.running_var.uniform_(0.5, 2.0)
+    return model

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_gradicon
 from torch import nn
 
 import itkdeepreg as idr
@@ -80,17 +81,7 @@ def test_an_untrained_model_is_the_identity_and_keeps_no_state():
 
 
 def small_model():
-    torch.manual_seed(0)
-    model = TwoStep(
-        Downsample(DisplacementStep(GradICONUNet(2))), DisplacementStep(GradICONUNet(2))
-    )
-    for module in model.modules():
-        if isinstance(module, GradICONUNet):
-            torch.nn.init.normal_(module.lastConv.weight, std=0.02)
-        if isinstance(module, nn.BatchNorm2d):  # trained-looking statistics
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
-    return model
+    return small_gradicon(0.02, batch_norm_statistics=True)
 
 
 def test_both_directions_in_one_batch_equal_two_single_passes():
