@@ -7,8 +7,8 @@ from conftest import small_gradicon
 from torch import nn
 
 import itkdeepreg as idr
-from itkdeepreg.models import DisplacementStep, Downsample, TwoStep
-from itkdeepreg.nets import GradICONUNet
+from itkdeepreg.models import AffineStep, DisplacementStep, Downsample, TwoStep
+from itkdeepreg.nets import ConvolutionalMatrixNet, GradICONUNet
 from itkdeepreg.zoo import unigradicon_network
 
 REFERENCE = Path(__file__).parent / "data" / "unigradicon_state_dict_shapes.json"
@@ -139,3 +139,93 @@ def test_register_pair_follows_the_models_dtype():
         small_model(), torch.rand(1, 1, 40, 40, dtype=torch.float64), torch.rand(1, 1, 40, 40)
     )
     assert transform._dtype() == torch.float32
+
+
+# AffineStep: the published FunctionFromMatrix, returning an Affine transform value
+
+
+class MatrixNet(nn.Module):
+    """A network that returns the same homogeneous matrix for every pair."""
+
+    def __init__(self, matrix):
+        super().__init__()
+        self.register_buffer("matrix", torch.as_tensor(matrix, dtype=torch.float32))
+
+    def forward(self, moving, fixed):
+        return self.matrix.expand(moving.shape[0], -1, -1)
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (33, 34, 35)])
+def test_an_untrained_affine_step_is_the_identity_map(shape):
+    dimension = len(shape)
+    step = AffineStep(ConvolutionalMatrixNet(dimension)).eval()
+    moving, fixed = torch.rand(2, 2, 1, *shape)
+    with torch.no_grad():
+        transform = step(moving, fixed)
+    assert isinstance(transform, idr.Affine)
+    assert transform.matrix.shape == (2, dimension + 1, dimension + 1)
+    grid = idr.identity_grid(shape)
+    torch.testing.assert_close(
+        transform(grid.expand(2, *grid.shape[1:])), grid.expand(2, -1, *shape)
+    )
+    torch.testing.assert_close(transform.warp(moving), moving)
+
+
+def test_an_affine_step_shift_warps_the_moving_image_by_that_shift():
+    """A translation of one voxel along tensor axis 0 (channel 0): the published convention."""
+    net = ConvolutionalMatrixNet(2)
+    with torch.no_grad():
+        net.dense3.bias[2] = 1 / 19  # t_0: one voxel of a 20-voxel axis 0
+    moving = torch.rand(1, 1, 20, 24, dtype=torch.float64)
+    transform = AffineStep(net)(moving.float(), moving.float())
+    warped = transform.to(dtype=torch.float64).warp(moving)
+    torch.testing.assert_close(warped[0, 0, :-1], moving[0, 0, 1:], atol=1e-6, rtol=0)  # float32 t
+    point = torch.tensor([[[0.25], [0.5]]])
+    torch.testing.assert_close(transform(point), point + torch.tensor([[[1 / 19], [0.0]]]))
+
+
+def test_two_affine_steps_compose_into_one_matrix_and_with_a_field_into_a_composite():
+    first = torch.tensor([[1.1, 0.1, -0.05], [0.0, 0.9, 0.1], [0, 0, 1]])
+    second = torch.tensor([[0.95, 0.0, 0.02], [-0.1, 1.05, 0.0], [0, 0, 1]])
+    moving, fixed = torch.rand(1, 1, 24, 24), torch.rand(1, 1, 24, 24)
+    both = TwoStep(AffineStep(MatrixNet(first)), AffineStep(MatrixNet(second)))(moving, fixed)
+    assert isinstance(both, idr.Affine)  # neighbouring affine maps multiply into one
+    torch.testing.assert_close(both.matrix[0], first @ second)
+
+    model = TwoStep(AffineStep(MatrixNet(first)), DisplacementStep(GradICONUNet(2))).eval()
+    with torch.no_grad():
+        transform = model(moving, fixed)
+    assert [type(t).__name__ for t in transform.transforms] == ["Affine", "Displacement"]
+    grid = idr.identity_grid((24, 24))
+    torch.testing.assert_close(transform(grid), idr.Affine(first)(grid))  # untrained U-Net: id
+
+
+def test_an_affine_step_keeps_each_items_matrix_and_no_state():
+    torch.manual_seed(0)
+    net = ConvolutionalMatrixNet(2)
+    torch.nn.init.normal_(net.dense3.weight, std=0.05)
+    step = AffineStep(net).eval()
+    attributes = {name: set(vars(m)) for name, m in step.named_modules()}
+    moving, fixed = torch.rand(2, 2, 1, 32, 32)
+    with torch.no_grad():
+        batched = step(moving, fixed)
+        alone = step(moving[1:], fixed[1:])
+    torch.testing.assert_close(batched.select(1).matrix, alone.matrix)
+    assert not torch.allclose(batched.matrix[0], batched.matrix[1])
+    assert {name: set(vars(m)) for name, m in step.named_modules()} == attributes
+
+
+def test_an_affine_steps_transform_saves_and_inverts(tmp_path):
+    transform = AffineStep(MatrixNet([[1.1, 0.1, -0.05], [0.0, 0.9, 0.1], [0, 0, 1]]))(
+        torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)
+    )
+    transform.save(tmp_path / "affine.pt")
+    loaded = idr.load_transform(tmp_path / "affine.pt")
+    assert torch.equal(loaded.matrix, transform.matrix)
+    grid = idr.identity_grid((8, 8))
+    torch.testing.assert_close(transform.inverse()(transform(grid)), grid)
+
+
+def test_an_affine_step_refuses_a_network_that_gives_no_homogeneous_matrix():
+    with pytest.raises(ValueError, match=r"\[B, 3, 3\]"):
+        AffineStep(MatrixNet(torch.eye(4)))(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))

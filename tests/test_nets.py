@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from itkdeepreg.nets import GradICONUNet
+from itkdeepreg.nets import ConvolutionalMatrixNet, GradICONUNet
 
 REFERENCE = Path(__file__).parent / "data" / "unigradicon_state_dict_shapes.json"
 UNET_PREFIXES = [  # the four U-Nets of uniGradICON: 44^3, 88^3, 175^3, 175^3
@@ -106,3 +106,114 @@ def test_pooled_input_fills_the_last_channels_and_the_last_skip_is_the_raw_pair(
     assert torch.count_nonzero(seen["down1"][:, :14]) == 0
     torch.testing.assert_close(seen["down1"][:, 14:], F.leaky_relu(pooled))
     torch.testing.assert_close(seen["last"][:, 16:], torch.cat([moving, fixed], 1))
+
+
+# ConvolutionalMatrixNet: the published affine network (icon_registration networks.py)
+
+
+def published_matrix_net_names(dimension):
+    """Names and shapes as the published class defines them: ``convs``, ``dense2``, ``dense3``."""
+    features = [2, 16, 32, 64, 128, 256, 512]
+    kernel = [3] * dimension
+    names = {}
+    for i in range(6):
+        names[f"convs.{i}.weight"] = [features[i + 1], features[i], *kernel]
+        names[f"convs.{i}.bias"] = [features[i + 1]]
+    names["dense2.weight"], names["dense2.bias"] = [300, 512], [300]
+    outputs = dimension * (dimension + 1)
+    names["dense3.weight"], names["dense3.bias"] = [outputs, 300], [outputs]
+    return names
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_matrix_net_state_dict_has_the_published_names_and_shapes(dimension):
+    net = ConvolutionalMatrixNet(dimension)
+    ours = {name: list(t.shape) for name, t in net.state_dict().items()}
+    assert ours == published_matrix_net_names(dimension)
+    assert list(ours) == list(published_matrix_net_names(dimension))  # and their order
+
+
+def test_matrix_net_parameter_count():
+    assert sum(p.numel() for p in ConvolutionalMatrixNet(3).parameters()) == 4_873_368
+    assert sum(p.numel() for p in ConvolutionalMatrixNet(2).parameters()) == 1_728_330
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (7, 5), (33, 40, 35), (34, 33, 37)])
+def test_untrained_matrix_net_gives_exactly_the_identity_for_every_item(shape):
+    dimension = len(shape)
+    moving, fixed = torch.rand(2, 2, 1, *shape)
+    matrix = ConvolutionalMatrixNet(dimension)(moving, fixed)
+    assert matrix.shape == (2, dimension + 1, dimension + 1)
+    assert torch.equal(matrix, torch.eye(dimension + 1).expand(2, -1, -1))
+
+
+def published_forward(net, moving, fixed):
+    """The published layer order, written out with the network's own layers."""
+    import torch.nn.functional as F
+
+    d = net.dimension
+    pool = (F.avg_pool2d, F.avg_pool3d)[d - 2]
+    x = torch.cat([moving, fixed], 1)
+    for convolution in net.convs:
+        x = pool(convolution(F.relu(x)), 2, ceil_mode=True)
+    x = pool(x, x.shape[2:], ceil_mode=True).reshape(-1, 512)
+    x = net.dense3(F.relu(net.dense2(x))).reshape(-1, d, d + 1)
+    bottom = torch.zeros(x.shape[0], 1, d + 1, dtype=x.dtype)
+    bottom[..., d] = 1
+    x = torch.cat([x, bottom], 1)
+    x = x + torch.block_diag(torch.eye(d), torch.zeros(1, 1))  # identity added to the linear part
+    shift, unshift = torch.eye(d + 1), torch.eye(d + 1)
+    shift[:d, d], unshift[:d, d] = 0.5, -0.5
+    return shift @ x @ unshift
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (33, 35, 41)])
+def test_matrix_net_equals_the_published_construction(shape):
+    torch.manual_seed(0)
+    net = ConvolutionalMatrixNet(len(shape))
+    torch.nn.init.normal_(net.dense3.weight, std=0.05)
+    torch.nn.init.normal_(net.dense3.bias, std=0.1)
+    moving, fixed = torch.rand(2, 3, 1, *shape)
+    ours = net(moving, fixed)
+    torch.testing.assert_close(ours, published_forward(net, moving, fixed))
+    assert torch.equal(ours[:, -1], torch.eye(len(shape) + 1)[-1].expand(3, -1))
+    assert (ours - torch.eye(len(shape) + 1)).abs().max() > 1e-2  # a real, non-identity map
+
+
+def test_matrix_net_acts_about_the_centre_of_the_unit_cube():
+    """``x -> c + (I + A)(x - c) + t`` with ``c = 0.5``: a pure scaling keeps the centre fixed."""
+    net = ConvolutionalMatrixNet(2)
+    with torch.no_grad():
+        net.dense3.bias.copy_(torch.tensor([0.2, 0.0, 0.0, 0.0, -0.1, 0.0]))  # A = diag(.2, -.1)
+    matrix = net(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16))[0]
+    centre = torch.tensor([0.5, 0.5, 1.0])
+    torch.testing.assert_close(matrix @ centre, centre)
+    torch.testing.assert_close(matrix[:2, :2], torch.diag(torch.tensor([1.2, 0.9])))
+    with torch.no_grad():
+        net.dense3.bias.copy_(torch.tensor([0.0, 0.0, 0.3, 0.0, 0.0, -0.2]))  # t = (.3, -.2)
+    matrix = net(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16))[0]
+    torch.testing.assert_close(matrix[:2, 2], torch.tensor([0.3, -0.2]))
+
+
+def test_matrix_net_learns_from_both_images():
+    torch.manual_seed(0)
+    net = ConvolutionalMatrixNet(2)
+    torch.nn.init.normal_(net.dense3.weight, std=0.01)
+    moving = torch.rand(1, 1, 32, 32, requires_grad=True)
+    fixed = torch.rand(1, 1, 32, 32, requires_grad=True)
+    net(moving, fixed).square().sum().backward()
+    assert moving.grad.abs().sum() > 0 and fixed.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+def test_matrix_net_refuses_a_bad_dimension_and_too_small_3d_images():
+    with pytest.raises(ValueError, match="2D or 3D"):
+        ConvolutionalMatrixNet(1)
+    with pytest.raises(ValueError, match="at least 33 voxels"):
+        ConvolutionalMatrixNet(3)(torch.rand(1, 1, 32, 40, 40), torch.rand(1, 1, 32, 40, 40))
+
+
+def test_matrix_net_takes_multichannel_images_as_the_unet_does():
+    net = ConvolutionalMatrixNet(2, input_channels=3)
+    assert net.convs[0].weight.shape == (16, 6, 3, 3)
+    assert net(torch.rand(1, 3, 20, 20), torch.rand(1, 3, 20, 20)).shape == (1, 3, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..transforms import Displacement, Transform
+from ..transforms import Affine, Displacement, Transform
 
 
 class DisplacementStep(nn.Module):
@@ -23,6 +23,30 @@ class DisplacementStep(nn.Module):
 
     def forward(self, moving, fixed) -> Transform:
         return Displacement(self.net(moving, fixed))
+
+
+class AffineStep(nn.Module):
+    """A network's output, a homogeneous matrix ``[B, D+1, D+1]``, taken as an affine map.
+
+    The published ``FunctionFromMatrix`` (later ``Affine``) of icon_registration: the matrix acts
+    on unit-cube coordinates, channel ``i`` = tensor axis ``i``, which is the published
+    convention too, so it becomes an :class:`~itkdeepreg.transforms.Affine` as it is. Use it with
+    :class:`~itkdeepreg.nets.ConvolutionalMatrixNet`.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, moving, fixed) -> Transform:
+        matrix = self.net(moving, fixed)
+        d = moving.dim() - 2
+        if matrix.shape != (moving.shape[0], d + 1, d + 1):
+            raise ValueError(
+                f"an affine step's network must give a matrix [B, {d + 1}, {d + 1}] for images "
+                f"{tuple(moving.shape)}, got {tuple(matrix.shape)}"
+            )
+        return Affine(matrix)
 
 
 class Downsample(nn.Module):

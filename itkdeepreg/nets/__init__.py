@@ -1,5 +1,6 @@
 """Network backbones (torch only)."""
 
+from .affine import ConvolutionalMatrixNet
 from .unet import GradICONUNet
 
-__all__ = ["GradICONUNet"]
+__all__ = ["ConvolutionalMatrixNet", "GradICONUNet"]

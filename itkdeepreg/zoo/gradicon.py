@@ -1,4 +1,12 @@
-"""The published GradICON-family architectures."""
+"""The published GradICON-family architectures.
+
+uniGradICON and multiGradICON, and the GradICON paper's lung CT, knee MRI and brain MRI models
+(icon_registration ``pretrained_models``: ``lung_ct.py`` ``make_network``/``init_network``,
+``OAI_knees.py`` ``OAI_knees_gradICON_model``, ``HCP_brain.py`` ``brain_registration_model``),
+share one architecture: four GradICON U-Nets in
+``TwoStep(TwoStep(Downsample(TwoStep(Downsample(U0), U1)), U2), U3)``. Only the grid the
+images are resampled to differs. None of the published GradICON models has an affine step.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,17 @@ from ..models import DisplacementStep, Downsample, TwoStep
 from ..nets import GradICONUNet
 
 UNIGRADICON_SHAPE = (175, 175, 175)
+GRADICON_LUNG_SHAPE = (175, 175, 175)
+GRADICON_KNEE_SHAPE = (80, 192, 192)
+GRADICON_BRAIN_SHAPE = (130, 155, 130)
+
+
+def _four_unet_network() -> TwoStep:
+    def unet():
+        return DisplacementStep(GradICONUNet(dimension=3))
+
+    coarse = TwoStep(Downsample(unet()), unet())
+    return TwoStep(TwoStep(Downsample(coarse), unet()), unet())
 
 
 def unigradicon_network() -> TwoStep:
@@ -15,9 +34,34 @@ def unigradicon_network() -> TwoStep:
     half-resolution step), then two at 175^3, each refining the map of those before it:
     ``TwoStep(TwoStep(Downsample(TwoStep(Downsample(U0), U1)), U2), U3)``.
     """
+    return _four_unet_network()
 
-    def unet():
-        return DisplacementStep(GradICONUNet(dimension=3))
 
-    coarse = TwoStep(Downsample(unet()), unet())
-    return TwoStep(TwoStep(Downsample(coarse), unet()), unet())
+def gradicon_lung_network() -> TwoStep:
+    """GradICON's lung CT network (published ``init_network("lung")``).
+
+    Its images are resampled to a grid of ``GRADICON_LUNG_SHAPE``, 175^3. It is
+    the same four U-Nets as :func:`unigradicon_network`: U0 at 44^3, U1 at 88^3, U2 and U3 at
+    175^3.
+    """
+    return _four_unet_network()
+
+
+def gradicon_knee_network() -> TwoStep:
+    """GradICON's knee MRI network (published ``init_network("knee")``).
+
+    Its images are resampled to a grid of ``GRADICON_KNEE_SHAPE``, 80 x 192 x 192. It is
+    the same four U-Nets as :func:`unigradicon_network`: U0 at 20 x 48 x 48, U1 at
+    40 x 96 x 96, U2 and U3 at 80 x 192 x 192.
+    """
+    return _four_unet_network()
+
+
+def gradicon_brain_network() -> TwoStep:
+    """GradICON's brain MRI network (published ``init_network("brain")``).
+
+    Its images are resampled to a grid of ``GRADICON_BRAIN_SHAPE``, 130 x 155 x 130. It is
+    the same four U-Nets as :func:`unigradicon_network`: U0 at 33 x 39 x 33, U1 at
+    65 x 78 x 65, U2 and U3 at 130 x 155 x 130.
+    """
+    return _four_unet_network()

@@ -38,6 +38,20 @@ MULTIGRADICON = WeightsSource(
     f"{_RELEASES}/multigradicon_weights/Step_2_final.trch", "multigradicon-1.0.trch"
 )
 
+# GradICON's lung, knee and brain models (icon_registration pretrained_models/lung_ct.py,
+# init_network): the published code loads these files with strict=False, so whether they hold
+# tensors beyond the four U-Nets' has not been checked here (load_weights would name them)
+_ICON_RELEASES = "https://github.com/uncbiag/ICON/releases/download/pretrained_models_v1.0.0"
+GRADICON_LUNG = WeightsSource(
+    f"{_ICON_RELEASES}/lung_model_weights_step_2.trch", "gradicon-lung-1.0.trch"
+)
+GRADICON_KNEE = WeightsSource(
+    f"{_ICON_RELEASES}/knee_model_weights_step_2.trch", "gradicon-knee-1.0.trch"
+)
+GRADICON_BRAIN = WeightsSource(
+    f"{_ICON_RELEASES}/brain_model_weights_step_2.trch", "gradicon-brain-1.0.trch"
+)
+
 
 def cache_directory() -> Path:
     """``$ITKDEEPREG_CACHE``, else ``$XDG_CACHE_HOME/itkdeepreg``, else ``~/.cache/itkdeepreg``."""
