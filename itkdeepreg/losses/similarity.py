@@ -53,18 +53,38 @@ def ncc(image_a, image_b, mask=None):
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding.
 
-    Each axis is blurred by one ``conv1d`` over all lines along it (faster on CPUs than a
-    depthwise ``conv3d`` with a 1D kernel, and the same numbers).
+    Each axis is a weighted sum of shifted views of the zero-padded image, added in place:
+    memory-bound work, three to ten times faster on CPUs than ``conv1d`` or a depthwise
+    ``conv3d`` (``benchmarks/blur.py``). The blur is self-adjoint (a symmetric kernel with
+    zero padding), so its gradient is the same blur of the incoming gradient.
     """
-    radius = int(round(2 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).reshape(1, 1, -1)
-    for axis in range(2, image.dim()):
-        lines = image.movedim(axis, -1)
-        blurred = F.conv1d(lines.reshape(-1, 1, lines.shape[-1]), kernel, padding=radius)
-        image = blurred.reshape(lines.shape).movedim(-1, axis)
-    return image
+    return _GaussianBlur.apply(image, float(sigma))
+
+
+class _GaussianBlur(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, image, sigma):
+        ctx.sigma = sigma
+        radius = int(round(2 * sigma))
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+        kernel = (kernel / kernel.sum()).tolist()
+        for axis in range(2, image.dim()):
+            size = image.shape[axis]
+            padding = [0, 0] * (image.dim() - 2)
+            padding[2 * (image.dim() - 1 - axis)] = padding[2 * (image.dim() - 1 - axis) + 1] = (
+                radius
+            )
+            padded = F.pad(image, padding)
+            blurred = padded.narrow(axis, 0, size) * kernel[0]
+            for shift in range(1, 2 * radius + 1):
+                blurred.add_(padded.narrow(axis, shift, size), alpha=kernel[shift])
+            image = blurred
+        return image
+
+    @staticmethod
+    def backward(ctx, gradient):
+        return gaussian_blur(gradient, ctx.sigma), None
 
 
 def local_statistics(image_a, image_b, sigma, mask=None):
