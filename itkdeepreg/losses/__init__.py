@@ -1,6 +1,6 @@
 """Similarity losses and regularizers (DESIGN.md, idea 4): plain functions of tensors and values."""
 
-from .metrics import folding_fraction, jacobian_determinant
+from .metrics import dice, folding_fraction, jacobian_determinant
 from .regularizers import bending_energy, diffusion, gradicon, icon
 from .similarity import (
     gaussian_blur,
@@ -9,12 +9,14 @@ from .similarity import (
     mind_ssc,
     mind_ssc_loss,
     mse,
+    mutual_information,
     ncc,
     squared_lncc,
 )
 
 __all__ = [
     "bending_energy",
+    "dice",
     "diffusion",
     "folding_fraction",
     "gaussian_blur",
@@ -26,6 +28,7 @@ __all__ = [
     "mind_ssc",
     "mind_ssc_loss",
     "mse",
+    "mutual_information",
     "ncc",
     "squared_lncc",
 ]

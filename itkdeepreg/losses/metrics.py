@@ -1,4 +1,4 @@
-"""Measures of a map's regularity: the Jacobian determinant and the share of folded voxels."""
+"""Measures of a registration: the Jacobian determinant, the share of folded voxels, Dice."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def jacobian_determinant(transform: Transform, shape) -> torch.Tensor:
 def folding_fraction(transform: Transform, shape) -> float:
     """The share of grid points where the map folds (Jacobian determinant <= 0)."""
     return (jacobian_determinant(transform, shape) <= 0).float().mean().item()
+
+
+def dice(labels_a: torch.Tensor, labels_b: torch.Tensor, labels=None) -> torch.Tensor:
+    """Dice overlap ``2 |A n B| / (|A| + |B|)`` of each label (by default every non-zero label
+    of either map), in the order of ``labels``; a label in neither map scores 1."""
+    if labels is None:
+        labels = torch.unique(torch.cat([labels_a.flatten(), labels_b.flatten()]))
+        labels = labels[labels != 0].tolist()
+    scores = []
+    for label in labels:
+        a, b = labels_a == label, labels_b == label
+        total = a.sum() + b.sum()
+        scores.append(1.0 if total == 0 else (2 * (a & b).sum() / total).item())
+    return torch.tensor(scores)

@@ -50,6 +50,34 @@ def ncc(image_a, image_b, mask=None):
     return (1 - covariance / norm).mean()
 
 
+def mutual_information(image_a, image_b, mask=None, bins: int = 32):
+    """Minus the mutual information of the images' intensities, in nats (Parzen windows).
+
+    Each image is scaled to ``[0, 1]`` by its range over the mask, and each voxel spreads
+    over ``bins`` histogram bins by a Gaussian window of one bin's width, so the joint
+    histogram, and the loss, are differentiable. For images of different modalities.
+    """
+    weight = torch.ones_like(image_a) if mask is None else mask.to(image_a.dtype).expand_as(image_a)
+    weight = weight.reshape(-1)
+    if weight.sum() <= 0:
+        raise ValueError("the mask is empty: there is nothing to compare")
+    centres = torch.linspace(0, 1, bins, dtype=image_a.dtype, device=image_a.device)
+
+    def memberships(image):
+        values = image.reshape(-1)
+        inside = values[weight > 0]
+        low, high = inside.min().detach(), inside.max().detach()
+        scaled = (values - low) / (high - low).clamp_min(1e-12)
+        window = torch.exp(-0.5 * ((scaled[:, None] - centres) * (bins - 1)) ** 2)
+        return window / window.sum(1, keepdim=True) * weight[:, None]
+
+    joint = memberships(image_a).T @ memberships(image_b)
+    joint = joint / joint.sum()
+    marginal_a, marginal_b = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    ratio = joint / (marginal_a * marginal_b).clamp_min(1e-12)
+    return -(joint * torch.log(ratio.clamp_min(1e-12))).sum()
+
+
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding.
 
