@@ -37,11 +37,14 @@ def downsample(image, spacing):
 
 def main(source):
     source, target = Path(source), Path(__file__).resolve().parents[1] / "itkdeepreg" / "data"
-    image = itk.imread(str(source / "t1.nii.gz"))
-    itk.imwrite(downsample(image, SPACING), str(target / "mni152_t1_2mm.nii.gz"), compression=True)
+    for name in ("t1", "gm", "wm"):  # the T1 image and the grey and white matter maps
+        image = itk.imread(str(source / f"{name}.nii.gz"))
+        written = str(target / f"mni152_{name}_2mm.nii.gz")
+        itk.imwrite(downsample(image, SPACING), written, compression=True)
     notice = (source / "NOTICE.md").read_text()
     derived = (
-        "\n`mni152_t1_2mm.nii.gz` here is derived from `t1.nii.gz` by `tools/make_bundled_data.py`:\n"
+        "\n`mni152_t1_2mm.nii.gz`, `mni152_gm_2mm.nii.gz` and `mni152_wm_2mm.nii.gz` here are\n"
+        "derived from `t1.nii.gz`, `gm.nii.gz` and `wm.nii.gz` by `tools/make_bundled_data.py`:\n"
         f"Gaussian smoothing (sigma {0.5 * SPACING} mm) and linear resampling to {SPACING} mm.\n"
     )
     (target / "NOTICE.md").write_text(notice + derived)
