@@ -55,6 +55,13 @@ def test_instance_optimization_example_improves_on_the_network():
     assert fields.losses[-1] < fields.losses[0] and weights.losses[-1] < weights.losses[0]
 
 
+def test_registration_by_optimization_example_registers_and_exports():
+    example = runpy.run_path(str(ROOT / "examples" / "registration_by_optimization.py"))
+    before, after, itk_difference = example["main"]()
+    assert after["error"] < 0.5 * before["error"] and after["dice"] > before["dice"] + 0.05
+    assert after["folds"] == 0 and itk_difference < 1e-4
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

@@ -1,5 +1,19 @@
-"""Optimization: instance optimization of network answers (optimization-based registration will join)."""
+"""Optimization: registration by optimization, and instance optimization of network answers.
 
-from .instance import InstanceOptimization, optimize_fields, optimize_weights
+Every function here minimises ``similarity + lambda * regularizer`` with Adam over some
+parameters (DESIGN.md, idea 4) and returns an :class:`OptimizationResult`: the forward and
+backward maps as transform values, and the objective at each step.
+"""
 
-__all__ = ["InstanceOptimization", "optimize_fields", "optimize_weights"]
+from .affine import register_affine
+from .deformable import register_deformable
+from .instance import optimize_fields, optimize_weights
+from .loop import OptimizationResult
+
+__all__ = [
+    "OptimizationResult",
+    "optimize_fields",
+    "optimize_weights",
+    "register_affine",
+    "register_deformable",
+]
