@@ -1,0 +1,94 @@
+"""Registration by optimization against ANTs SyN, elastix B-splines and FireANTs, side by side.
+
+The pairs are the project's brain benchmark (:mod:`itkdeepreg.data.brain_pairs`): the bundled
+MNI152 template at 2 mm (99x117x95) and the template moved by a known random diffeomorphism,
+each with its own gamma, bias field and noise. Every method registers the same pairs in one
+run, on the same threads, and is scored the same way: Dice of grey and white matter
+(moving labels warped by nearest neighbour), mean end-point error in mm over the brain
+against the true map, the percentage of voxels whose Jacobian determinant is not positive,
+and wall time. The peers' settings are in ``benchmarks/peers.py``.
+
+    python benchmarks/classical.py [--pairs 3] [--dimension 3] [--methods ours ants ...]
+
+Needs antspyx, itk-elastix and fireants: ``pip install -e ".[benchmark]"`` (fireants is a
+benchmark-only peer, never imported by the library).
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import itkdeepreg as idr
+from itkdeepreg.data.brain_pairs import brain_pair
+from itkdeepreg.optimize import register_deformable
+
+
+def ours(pair):
+    """register_deformable with its defaults (velocity field, LNCC, diffusion, three levels)."""
+    return register_deformable(pair.moving, pair.fixed, progress=False).forward
+
+
+def peer(name):
+    """A peer of benchmarks/peers.py as a function of a pair that returns a transform value."""
+    import peers
+
+    function = {
+        "ants": peers.ants_syn,
+        "elastix": peers.elastix_bspline,
+        "fireants": peers.fireants_greedy,
+    }[name]
+
+    def run(pair):
+        fixed = idr.tensor_to_image(pair.fixed, pair.geometry)
+        moving = idr.tensor_to_image(pair.moving, pair.geometry)
+        with tempfile.TemporaryDirectory() as directory:
+            transform = function(fixed, moving, Path(directory))
+            return idr.from_itk_transform(transform, pair.geometry, pair.geometry)
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--dimension", type=int, default=3, choices=(2, 3))
+    parser.add_argument("--methods", nargs="+", default=["ours", "ants", "elastix", "fireants"])
+    parser.add_argument("--threads", type=int, default=2)
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+    methods = {name: ours if name == "ours" else peer(name) for name in arguments.methods}
+    scores = {name: [] for name in ["identity", *methods]}
+    for seed in range(arguments.pairs):
+        pair = brain_pair(seed, arguments.dimension)
+        scores["identity"].append(
+            dict(pair.score(idr.Affine.identity(arguments.dimension)), time=0.0)
+        )
+        for name, method in methods.items():
+            start = time.perf_counter()
+            forward = method(pair)
+            elapsed = time.perf_counter() - start
+            scores[name].append(dict(pair.score(forward), time=elapsed))
+            print(
+                f"pair {seed} {name}: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in scores[name][-1].items()),
+                flush=True,
+            )
+    pairs = f"{arguments.pairs} {arguments.dimension}D pairs, {arguments.threads} threads"
+    print(f"\n{pairs}; means over pairs (time: median)")
+    print("| method | Dice | end-point error (mm) | folds (%) | time (s) |")
+    print("|---|---|---|---|---|")
+    for name, rows in scores.items():
+        mean = {
+            key: statistics.mean(row[key] for row in rows) for key in ("dice", "error", "folds")
+        }
+        median_time = statistics.median(row["time"] for row in rows)
+        columns = [f"{mean['dice']:.4f}", f"{mean['error']:.3f}", f"{mean['folds']:.4f}"]
+        print(f"| {name} | {' | '.join(columns)} | {median_time:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
