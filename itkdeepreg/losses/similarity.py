@@ -120,11 +120,15 @@ def local_statistics(image_a, image_b, sigma, mask=None):
     weight = torch.ones_like(image_a[:, :1]) if mask is None else mask.to(image_a.dtype)
     weight = weight.expand(image_a.shape[0], 1, *image_a.shape[2:])
     channels = image_a.shape[1]
-    # the six blurred quantities in one pass: a, b, a^2, b^2, a b (each weighted), weight
-    quantities = [image_a, image_b, image_a * image_a, image_b * image_b, image_a * image_b]
-    blurred = gaussian_blur(torch.cat([q * weight for q in quantities] + [weight], 1), sigma)
-    norm = blurred[:, -1:].clamp_min(1e-12)
-    mean_a, mean_b, mean_aa, mean_bb, mean_ab = (blurred[:, :-1] / norm).split(channels, 1)
+    # the blurred quantities in two passes, a's and b's: when only the warped image a needs a
+    # gradient, as in registration, b's pass (half the work) has no backward
+    quantities_a = [image_a, image_a * image_a, image_a * image_b]
+    quantities_b = [image_b, image_b * image_b]
+    blurred_a = gaussian_blur(torch.cat([q * weight for q in quantities_a], 1), sigma)
+    blurred_b = gaussian_blur(torch.cat([q * weight for q in quantities_b] + [weight], 1), sigma)
+    norm = blurred_b[:, -1:].clamp_min(1e-12)
+    mean_a, mean_aa, mean_ab = (blurred_a / norm).split(channels, 1)
+    mean_b, mean_bb = (blurred_b[:, :-1] / norm).split(channels, 1)
     # rounding can make a flat window's variance slightly negative
     variance_a = (mean_aa - mean_a**2).clamp_min(0)
     variance_b = (mean_bb - mean_b**2).clamp_min(0)

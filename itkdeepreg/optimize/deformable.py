@@ -134,9 +134,13 @@ def register_deformable(
                         if kind is Displacement
                         else Velocity(field).exponential().displacement
                     )
-                    dense = level.upsampled(dense)
-                    maps.append(level.base @ Displacement(dense))
-                    total = total + level.similarity(dense, similarity)
+                    # where the level's grid points land in the moving image; the field is
+                    # on the grid, so adding it gives what sampling it would, for free
+                    points = level.base(level.grid + level.upsampled(dense))
+                    total = total + level.similarity(points, similarity)
+                    # the map as one field on the grid: GradICON then samples one field per
+                    # map instead of the field and the base map after it
+                    maps.append(Displacement(points - level.grid))
                     for name, weight in regularization.items():
                         if name == "diffusion":
                             total = total + weight * diffusion(field)
@@ -196,15 +200,14 @@ class _Level:
         mode = "bilinear" if len(shape) == 2 else "trilinear"
         return F.interpolate(field, size=shape, mode=mode, align_corners=True)
 
-    def similarity(self, displacement, similarity):
-        """``similarity`` of the moving image warped by ``base o (x + displacement)`` and the
-        fixed image, over the fixed mask and the moving mask carried into the fixed grid."""
-        # the displacement is on the grid: adding it gives what sampling it would, for free
-        coords = self.base(self.grid + displacement)
-        warped = sample(self.moving, coords, padding="zeros")
+    def similarity(self, points, similarity):
+        """``similarity`` of the moving image sampled at ``points`` (one per voxel of the
+        level's grid) and the fixed image, over the fixed mask and the moving mask carried
+        into the fixed grid."""
+        warped = sample(self.moving, points, padding="zeros")
         mask = self.fixed_mask
         if self.moving_mask is not None:
-            warped_mask = sample(self.moving_mask, coords, padding="zeros")
+            warped_mask = sample(self.moving_mask, points, padding="zeros")
             mask = warped_mask if mask is None else mask * warped_mask
         return similarity(warped, self.fixed, mask=mask)
 
