@@ -3,8 +3,8 @@
     python benchmarks/unigradicon_speed.py [--size 175] [--device cpu|cuda]
 
 Random weights (the costs do not depend on them). An IO step is timed as a run of two steps
-less a run of one, so the set-up (copying the network, sampling its maps, the final answer)
-cancels. Each operation runs in a fresh process after its set-up; "peak GB" is the memory it adds at its peak above what the set-up left: resident
+less a run of one, after a first run of one that warms up, so the set-up (copying the
+network, sampling its maps, the final answer) cancels. Each operation runs in a fresh process after its set-up; "peak GB" is the memory it adds at its peak above what the set-up left: resident
 memory sampled every 5 ms on a CPU, allocated memory on a GPU. On shared CPUs read the ratios.
 """
 
@@ -77,6 +77,7 @@ def measure(operation, size, device):
     steps = 1
     seconds, peak = timed()
     if operation in ("weights", "fields"):  # one step alone: two steps less one, set-up cancels
+        seconds = timed()[0]  # the first run also paid for warming up (allocator, threads)
         steps = 2
         seconds = timed()[0] - seconds
     print(json.dumps({"seconds": seconds, "peak_gb": peak}))
