@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from peers import PEERS, field_transform
+from peers import PEERS, field_transform, physical_points
 
 from itkdeepreg.data import mni152_t1_2mm
 
@@ -65,14 +65,6 @@ def _image(array, origin, spacing, direction):
     image.SetSpacing([float(v) for v in spacing])
     image.SetDirection(itk.matrix_from_array(np.asarray(direction, dtype=np.float64)))
     return image
-
-
-def physical_points(image) -> np.ndarray:
-    """Physical points (x, y, z) of the voxels, ``[*array shape, D]``."""
-    size = list(image.GetLargestPossibleRegion().GetSize())
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in reversed(size)], indexing="ij")[::-1], -1)
-    matrix = np.asarray(image.GetDirection(), dtype=np.float64) * np.asarray(image.GetSpacing())
-    return index @ matrix.T + np.asarray(image.GetOrigin(), dtype=np.float64)
 
 
 class Bumps:

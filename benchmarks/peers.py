@@ -77,6 +77,8 @@ import torch
 from fireants.io.image import BatchedImages, Image
 from fireants.registration.greedy import GreedyRegistration
 
+import itkdeepreg as idr
+
 
 def ants_syn(fixed, moving, workdir: pathlib.Path):
     """ANTs SyN (cross-correlation, no affine stage); see the module docstring."""
@@ -159,7 +161,7 @@ def fireants_greedy(fixed, moving, workdir: pathlib.Path):
     dimension = fixed.GetImageDimension()
     moving_points = coordinates @ torch_to_physical[:dimension, :dimension].T
     moving_points += torch_to_physical[:dimension, dimension]
-    return field_transform(moving_points - _physical_points(fixed), like=fixed)
+    return field_transform(moving_points - physical_points(fixed), like=fixed)
 
 
 PEERS = {"ants": ants_syn, "elastix": elastix_bspline, "fireants": fireants_greedy}
@@ -195,13 +197,11 @@ def _read_ants_transform(path, dimension):
     return transforms[0]
 
 
-def _physical_points(image) -> np.ndarray:
+def physical_points(image) -> np.ndarray:
     """The physical points (x, y, z) of an image's voxels, an array ``[*array shape, D]``."""
-    dimension = image.GetImageDimension()
-    size = list(image.GetLargestPossibleRegion().GetSize())
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in reversed(size)], indexing="ij")[::-1], -1)
-    matrix = np.asarray(image.GetDirection(), dtype=np.float64) * np.asarray(image.GetSpacing())
-    return index @ matrix.T + np.asarray(image.GetOrigin(), dtype=np.float64)[:dimension]
+    geometry = idr.ImageGeometry.from_image(image)
+    unit = idr.identity_grid(geometry.shape, dtype=torch.float64)[0]
+    return geometry.to_physical(unit.movedim(0, -1).numpy())
 
 
 def field_transform(field, like=None):
