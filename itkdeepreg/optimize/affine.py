@@ -25,9 +25,9 @@ from ..losses import ncc
 from ..transforms import Affine
 from .loop import (
     OptimizationResult,
+    PyramidLevel,
     check_images,
     check_mask,
-    downsample,
     minimise,
     progress_bar,
 )
@@ -113,25 +113,10 @@ def register_affine(
         physical[:dimension, dimension] = centre - linear @ centre + offset + radius * translation
         return Affine((moving_to_unit @ physical @ unit_to_fixed).to(fixed.dtype))
 
-    pyramid = [
-        (
-            downsample(moving, factor),
-            downsample(fixed, factor),
-            None if moving_mask is None else downsample(moving_mask, factor),
-            None if fixed_mask is None else downsample(fixed_mask, factor),
-        )
-        for factor in levels
-    ]
+    pyramid = [PyramidLevel(moving, fixed, moving_mask, fixed_mask, f) for f in levels]
 
     def loss(initial, level):
-        level_moving, level_fixed, level_moving_mask, level_fixed_mask = level
-        map_ = affine(initial)
-        warped = map_.warp(level_moving, level_fixed.shape[2:])
-        mask = level_fixed_mask
-        if level_moving_mask is not None:
-            warped_mask = map_.warp(level_moving_mask, level_fixed.shape[2:])
-            mask = warped_mask if mask is None else mask * warped_mask
-        return similarity(warped, level_fixed, mask=mask)
+        return level.similarity(affine(initial)(level.grid), similarity)
 
     initial = torch.eye(dimension, **options)
     if initialization == "moments" and transform != "translation":

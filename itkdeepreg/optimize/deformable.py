@@ -29,9 +29,9 @@ from ..sampling import identity_grid, resample, sample
 from ..transforms import Affine, Displacement, Transform, Velocity
 from .loop import (
     OptimizationResult,
+    PyramidLevel,
     check_images,
     check_mask,
-    downsample,
     level_shape,
     minimise,
     progress_bar,
@@ -112,7 +112,7 @@ def register_deformable(
     description = description or f"{'symmetric ' * symmetric}{parameterization} registration"
     with progress_bar(sum(iterations), description, progress) as bar:
         for factor, steps in zip(levels, iterations):
-            levels_of_sides = [_level(side, factor, field_factor) for side in sides]
+            levels_of_sides = [_Level(*side, factor, field_factor) for side in sides]
             cells = [level.cell for level in levels_of_sides]
             parameters = [
                 (
@@ -138,9 +138,9 @@ def register_deformable(
                     # on the grid, so adding it gives what sampling it would, for free
                     points = level.base(level.grid + level.upsampled(dense))
                     total = total + level.similarity(points, similarity)
-                    # the map as one field on the grid: GradICON then samples one field per
-                    # map instead of the field and the base map after it
-                    maps.append(Displacement(points - level.grid))
+                    if symmetric:  # the map as one field on the grid: GradICON then samples
+                        # one field per map, not the field and the base map after it
+                        maps.append(Displacement(points - level.grid))
                     for name, weight in regularization.items():
                         if name == "diffusion":
                             total = total + weight * diffusion(field)
@@ -174,19 +174,15 @@ def register_deformable(
     return OptimizationResult(forward, backward, losses)
 
 
-class _Level:
-    """One side of the registration at one pyramid level: images, masks, base map, field grid."""
+class _Level(PyramidLevel):
+    """One side of the registration at one pyramid level, with its base map and field grid."""
 
     def __init__(self, moving, fixed, moving_mask, fixed_mask, initial, factor, field_factor):
-        self.moving = downsample(moving, factor)
-        self.fixed = downsample(fixed, factor)
-        self.moving_mask = None if moving_mask is None else downsample(moving_mask, factor)
-        self.fixed_mask = None if fixed_mask is None else downsample(fixed_mask, factor)
+        super().__init__(moving, fixed, moving_mask, fixed_mask, factor)
         shape = self.fixed.shape[2:]
         # a map that is not affine is sampled once on the grid: one interpolation a step
         self.base = initial if isinstance(initial, Affine) else initial.as_displacement(shape)
         self.base = self.base.map_tensors(lambda t: t.detach())
-        self.grid = identity_grid(shape, dtype=fixed.dtype, device=fixed.device)
         self.field_shape = level_shape(shape, field_factor)
         self.cell = torch.tensor(
             [1.0 / (n - 1) for n in self.field_shape], dtype=fixed.dtype, device=fixed.device
@@ -199,21 +195,6 @@ class _Level:
             return field
         mode = "bilinear" if len(shape) == 2 else "trilinear"
         return F.interpolate(field, size=shape, mode=mode, align_corners=True)
-
-    def similarity(self, points, similarity):
-        """``similarity`` of the moving image sampled at ``points`` (one per voxel of the
-        level's grid) and the fixed image, over the fixed mask and the moving mask carried
-        into the fixed grid."""
-        warped = sample(self.moving, points, padding="zeros")
-        mask = self.fixed_mask
-        if self.moving_mask is not None:
-            warped_mask = sample(self.moving_mask, points, padding="zeros")
-            mask = warped_mask if mask is None else mask * warped_mask
-        return similarity(warped, self.fixed, mask=mask)
-
-
-def _level(side, factor, field_factor):
-    return _Level(*side, factor, field_factor)
 
 
 def _smoothed(parameter, sigma):

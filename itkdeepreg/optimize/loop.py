@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..losses import gaussian_blur
-from ..sampling import resample
+from ..sampling import identity_grid, resample, sample
 from ..transforms import Transform
 
 
@@ -67,6 +67,28 @@ def downsample(image: torch.Tensor, factor: float) -> torch.Tensor:
     if factor == 1:
         return image
     return resample(gaussian_blur(image, factor / 2), level_shape(image.shape[2:], factor))
+
+
+class PyramidLevel:
+    """A pair at one pyramid level: the images and masks downsampled, the fixed grid's points."""
+
+    def __init__(self, moving, fixed, moving_mask, fixed_mask, factor):
+        self.moving = downsample(moving, factor)
+        self.fixed = downsample(fixed, factor)
+        self.moving_mask = None if moving_mask is None else downsample(moving_mask, factor)
+        self.fixed_mask = None if fixed_mask is None else downsample(fixed_mask, factor)
+        self.grid = identity_grid(self.fixed.shape[2:], dtype=fixed.dtype, device=fixed.device)
+
+    def similarity(self, points, similarity):
+        """``similarity`` of the moving image sampled at ``points`` (one per voxel of the
+        fixed grid) and the fixed image, over the fixed mask and the moving mask carried into
+        the fixed grid."""
+        warped = sample(self.moving, points, padding="zeros")
+        mask = self.fixed_mask
+        if self.moving_mask is not None:
+            warped_mask = sample(self.moving_mask, points, padding="zeros")
+            mask = warped_mask if mask is None else mask * warped_mask
+        return similarity(warped, self.fixed, mask=mask)
 
 
 def seeded_generator(like: torch.Tensor, seed: int = 0) -> torch.Generator:
