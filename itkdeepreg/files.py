@@ -13,6 +13,31 @@ def write_atomically(path, write, suffixes=None) -> None:
     target is checked first (its suffix against ``suffixes``, its directory), so a path that
     cannot be written fails before the work that ``write`` does.
     """
+    write_all([(path, write, suffixes)])
+
+
+def write_all(outputs) -> None:
+    """Several outputs, all or none: ``outputs`` is a list of ``(path, write, suffixes)``.
+
+    Every target is checked before any writing starts; each file is written under a temporary
+    name, and the files are renamed into place only when all of them are complete.
+    """
+    temporaries = [temporary_name(path, suffixes) for path, _, suffixes in outputs]
+    try:
+        for (_, write, _), temporary in zip(outputs, temporaries):
+            write(temporary)
+        for (path, _, _), temporary in zip(outputs, temporaries):
+            os.replace(temporary, os.fspath(path))
+    except BaseException:
+        for temporary in temporaries:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        raise
+
+
+def temporary_name(path, suffixes=None) -> str:
+    """A name beside ``path`` to write it under, once ``path`` is known to be writable: its
+    suffix is one of ``suffixes`` and its directory exists and is writable."""
     path = os.fspath(path)
     name = os.path.basename(path)
     suffix = os.path.splitext(name)[1]
@@ -29,11 +54,4 @@ def write_atomically(path, write, suffixes=None) -> None:
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
         raise OSError(f"cannot write {path}: {directory} is not a writable directory")
     # not created in advance (as mkstemp would, mode 0600): the writer creates it under the umask
-    temporary = os.path.join(directory, f".partial-{uuid.uuid4().hex}{suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    return os.path.join(directory, f".partial-{uuid.uuid4().hex}{suffix}")

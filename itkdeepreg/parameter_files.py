@@ -1,0 +1,577 @@
+"""Elastix-style parameter files: reading, writing, and the options of an itkdeepreg step.
+
+A parameter file is text with one ``(Key value value ...)`` entry per line. ``//`` starts a
+comment, also at the end of an entry; strings are in double quotes, numbers and ``true`` /
+``false`` are bare (``"true"`` is accepted too). :func:`read_parameter_file` reads any elastix
+or transformix file into a :class:`ParameterMap` that remembers the line of every key, so an
+error found later still names its line.
+
+A file with ``(Registration "DeepRegistration")`` is one of our registration steps;
+:func:`step_options` checks it against :data:`STEP_KEYS` and gives the keyword options of a
+registration method, and :func:`step_parameters` is its reverse. Only the standard library is
+used here: the module imports without torch or ITK.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from .files import write_atomically
+
+PARAMETER_FILE_SUFFIXES = (".txt",)
+STEP_MARKER = "DeepRegistration"
+
+
+class ParameterFileError(ValueError):
+    """A parameter file that cannot be read or used; the message starts with ``path:line:``."""
+
+
+def _error(path, line, message) -> ParameterFileError:
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    return ParameterFileError(f"{where}: {message}")
+
+
+@dataclass
+class ParameterMap:
+    """The entries of one parameter file.
+
+    ``values``: each key's values as strings, unquoted, in file order; ``lines``: each key's
+    1-based line; ``path``: the file, or ``"<text>"``.
+    """
+
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    path: str = "<text>"
+
+    @property
+    def is_ours(self) -> bool:
+        """Whether this is an itkdeepreg step: ``(Registration "DeepRegistration")``."""
+        return self.values.get("Registration") == (STEP_MARKER,)
+
+    def as_elastix(self) -> dict[str, list[str]]:
+        """The map as ``itk.ParameterObject.AddParameterMap`` takes it (keys to string lists)."""
+        return {key: list(values) for key, values in self.values.items()}
+
+
+# ----------------------------------------------------------------------------------- reading
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def parse_parameter_text(text: str, path: str = "<text>") -> ParameterMap:
+    """The :class:`ParameterMap` of a parameter file's text; ``path`` names it in errors.
+
+    Raises :class:`ParameterFileError` naming the line for a line that is neither blank, a
+    comment nor one ``(Key value ...)`` entry, unbalanced parentheses or quotes, a missing or
+    quoted key, an entry with no value, and a key given twice (both lines are named).
+    """
+    path = str(path)
+    parameters = ParameterMap(path=path)
+    for number, line in enumerate(text.split("\n"), start=1):
+        entry = _parse_line(line.rstrip("\r"), path, number)
+        if entry is None:
+            continue
+        key, values = entry
+        if key in parameters.values:
+            first = parameters.lines[key]
+            raise _error(path, number, f"{key} is given twice, on lines {first} and {number}")
+        parameters.values[key] = values
+        parameters.lines[key] = number
+    return parameters
+
+
+def read_parameter_file(path) -> ParameterMap:
+    """Read a parameter file (UTF-8 or ASCII text) into a :class:`ParameterMap`."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        if os.path.isdir(name):
+            raise IsADirectoryError(f"{name} is a directory, not a parameter file")
+        raise FileNotFoundError(f"no parameter file at {name}")
+    with open(name, "rb") as file:
+        data = file.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise _error(
+            name, line, f"not a text file: byte {data[error.start]:#04x} is not UTF-8"
+        ) from None
+    return parse_parameter_text(text, name)
+
+
+def _parse_line(line: str, path: str, number: int):
+    """``(key, values)`` of one line, or ``None`` for a blank or comment line."""
+    tokens = []  # (text, quoted)
+    opened = closed = False
+    i, n = 0, len(line)
+    while i < n:
+        char = line[i]
+        if char.isspace():
+            i += 1
+        elif line.startswith("//", i):
+            break
+        elif closed:
+            if char == "(":
+                raise _error(path, number, "two entries on one line; write one entry per line")
+            raise _error(path, number, f"unexpected text after the entry: {line[i:].strip()!r}")
+        elif not opened:
+            if char == ")":
+                raise _error(path, number, "unbalanced parentheses: ')' without '('")
+            if char != "(":
+                raise _error(
+                    path,
+                    number,
+                    f"expected one (Key value ...) entry or a // comment, got {line.strip()!r}",
+                )
+            opened = True
+            i += 1
+        elif char == "(":
+            raise _error(path, number, "unbalanced parentheses: '(' inside an entry")
+        elif char == ")":
+            closed = True
+            i += 1
+        elif char == '"':
+            end = line.find('"', i + 1)
+            if end < 0:
+                raise _error(path, number, 'unbalanced quotes: a string has no closing "')
+            tokens.append((line[i + 1 : end], True))
+            i = end + 1
+        else:
+            start = i
+            while i < n and not (line[i].isspace() or line[i] in '()"' or line.startswith("//", i)):
+                i += 1
+            tokens.append((line[start:i], False))
+    if not opened:
+        return None
+    if not closed:
+        raise _error(path, number, "unbalanced parentheses: no ')' closes the entry")
+    if not tokens or tokens[0][1] or not tokens[0][0]:
+        raise _error(path, number, "empty key: an entry starts with a bare key, (Key value ...)")
+    key = tokens[0][0]
+    if not _KEY.match(key):
+        raise _error(path, number, f"{key!r} is not a key: keys are words of letters and digits")
+    if len(tokens) == 1:
+        raise _error(path, number, f"({key}) has no value")
+    return key, tuple(text for text, _ in tokens[1:])
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def parameter_text(values: dict) -> str:
+    """The text of a parameter file with ``values``: one ``(Key value ...)`` line per key.
+
+    A value is a string, a number, a bool or a list or tuple of these. Strings (and paths) are
+    quoted, integers and floats are bare (floats at full ``repr`` precision), bools are
+    ``"true"`` / ``"false"``. An empty list is refused: elastix cannot read it back.
+    """
+    lines = []
+    for key, value in values.items():
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValueError(f"cannot write the key {key!r}: keys are words of letters and digits")
+        items = list(value) if isinstance(value, (tuple, list)) else [value]
+        if not items:
+            raise ValueError(f"cannot write {key} with no value: elastix cannot read it back")
+        lines.append(f"({key} {' '.join(_format_value(key, item) for item in items)})")
+    return "".join(line + "\n" for line in lines)
+
+
+def write_parameter_file(values: dict, path) -> None:
+    """Write ``values`` (see :func:`parameter_text`) to ``path`` (``.txt``), whole or not at all.
+
+    The values are checked before anything is written; an unwritable path fails with nothing
+    left behind.
+    """
+    text = parameter_text(values)
+
+    def write(temporary):
+        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+
+    write_atomically(path, write, PARAMETER_FILE_SUFFIXES)
+
+
+def _format_value(key, value) -> str:
+    if isinstance(value, bool):
+        return '"true"' if value else '"false"'
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"cannot write {key} = {number}: elastix reads finite numbers only")
+        return repr(number)
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        if any(c in value for c in '"\n\r'):
+            raise ValueError(
+                f"cannot write {key} = {value!r}: a value cannot hold a double quote or a newline"
+            )
+        return f'"{value}"'
+    raise TypeError(
+        f"cannot write {key} = {value!r}: values are strings, numbers and bools, "
+        f"not {type(value).__name__}"
+    )
+
+
+# ------------------------------------------------------------------------- our step's options
+
+
+class _Invalid(Exception):
+    """A value a key does not take; the message follows the key's name."""
+
+
+@dataclass(frozen=True)
+class _StepKey:
+    key: str
+    option: str
+    parse: Callable[[tuple[str, ...]], object]  # values as strings -> option value
+    format: Callable[[object], tuple]  # option value -> values to write
+
+
+def _one(values):
+    if len(values) != 1:
+        raise _Invalid(f"takes one value, got {len(values)}")
+    return values[0]
+
+
+def _integer(text, minimum):
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise _Invalid(f'takes integers, not "{text}"')
+    number = int(text)
+    if number < minimum:
+        raise _Invalid(f"takes integers >= {minimum}, not {number}")
+    return number
+
+
+def _number(text, check, requirement, integer_if_whole=False):
+    try:
+        number = int(text) if integer_if_whole and re.fullmatch(r"[+-]?\d+", text) else float(text)
+    except ValueError:
+        raise _Invalid(f'takes numbers, not "{text}"') from None
+    if not math.isfinite(number) or not check(number):
+        raise _Invalid(f"takes numbers {requirement}, not {text}")
+    return number
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
+def _choice(names: dict[str, str]) -> tuple[Callable, Callable]:
+    """Parse and format for one of ``names`` (file name -> option), any case, ``_`` ignored."""
+    by_normal = {_normal(name): option for name, option in names.items()}
+    by_option = {option: name for name, option in names.items()}
+    quoted = [f'"{name}"' for name in names]
+    allowed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+    def parse_one(text):
+        if _normal(text) not in by_normal:
+            raise _Invalid(f'takes {allowed}, not "{text}"')
+        return by_normal[_normal(text)]
+
+    def parse(values):
+        return parse_one(_one(values))
+
+    def format(option):
+        if option not in by_option:
+            raise _Invalid(f"takes {' or '.join(repr(o) for o in by_option)}, not {option!r}")
+        return (by_option[option],)
+
+    parse.one = parse_one
+    format.names = by_option
+    return parse, format
+
+
+def _sequence(value) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        return (value,)
+    return tuple(value)
+
+
+def _string(values):
+    return _one(values)
+
+
+def _format_string(value):
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise _Invalid(f"takes a string, not {value!r}")
+    return (value,)
+
+
+def _device(values):
+    text = _one(values)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise _Invalid(f'takes "cpu", "cuda" or "cuda:N", not "{text}"')
+    return text
+
+
+def _format_device(value):
+    return _format_string(str(value))  # a torch.device prints as "cuda:0"
+
+
+def _iterations(values):
+    if not values:
+        raise _Invalid("takes one or more integers")
+    return tuple(_integer(text, 1) for text in values)
+
+
+def _levels(values):
+    if not values:
+        raise _Invalid("takes one or more numbers")
+    return tuple(_number(text, lambda x: x >= 1, ">= 1", integer_if_whole=True) for text in values)
+
+
+def _io_iterations(values):
+    return _integer(_one(values), 0)
+
+
+def _learning_rate(values):
+    return _number(_one(values), lambda x: x > 0, "> 0")
+
+
+def _boolean(values):
+    text = _one(values).lower()
+    if text not in ("true", "false"):
+        raise _Invalid(f'takes "true" or "false", not "{_one(values)}"')
+    return text == "true"
+
+
+def _format_boolean(value):
+    if not isinstance(value, bool):
+        raise _Invalid(f"takes True or False, not {value!r}")
+    return (value,)
+
+
+_modality = _choice({"CT": "ct", "MRI": "mri"})
+_io_kind = _choice({"Fields": "fields", "Weights": "weights"})
+_similarity = _choice(
+    {
+        "LNCC": "lncc",
+        "SquaredLNCC": "squared_lncc",
+        "MIND": "mind",
+        "NCC": "ncc",
+        "MSE": "mse",
+        "MutualInformation": "mutual_information",
+    }
+)
+_parameterization = _choice({"Velocity": "velocity", "Displacement": "displacement"})
+_regularizer = _choice(
+    {"Diffusion": "diffusion", "BendingEnergy": "bending_energy", "GradICON": "gradicon"}
+)
+
+STEP_KEYS = {
+    k.key: k
+    for k in [
+        _StepKey("Model", "method", _string, _format_string),
+        _StepKey("FixedModality", "fixed_modality", *_modality),
+        _StepKey("MovingModality", "moving_modality", *_modality),
+        _StepKey("InstanceOptimizationIterations", "io_iterations", _io_iterations, _sequence),
+        _StepKey("InstanceOptimization", "io_kind", *_io_kind),
+        _StepKey("Metric", "similarity", *_similarity),
+        _StepKey("Weights", "weights", _string, _format_string),
+        _StepKey("Device", "device", _device, _format_device),
+        _StepKey("MaximumNumberOfIterations", "iterations", _iterations, _sequence),
+        _StepKey("ImagePyramidSchedule", "levels", _levels, _sequence),
+        _StepKey("Transform", "parameterization", *_parameterization),
+        _StepKey("Symmetric", "symmetric", _boolean, _format_boolean),
+        _StepKey("LearningRate", "learning_rate", _learning_rate, _sequence),
+    ]
+}
+"""Our step's keys, except ``Registration`` (the marker) and ``Regularization`` with
+``RegularizationWeight`` (together the ``regularization`` option, a dict of weights by name)."""
+
+_ALL_KEYS = ["Registration", *STEP_KEYS, "Regularization", "RegularizationWeight"]
+
+
+@dataclass
+class StepOptions:
+    """A step read from a parameter file: the method's name and its keyword options.
+
+    ``lines`` maps each option (``"method"`` included) to its line, so a later error, say a
+    method that takes no such option, can name it with :meth:`error`.
+    """
+
+    method: str
+    options: dict
+    lines: dict[str, int]
+    path: str
+
+    def error(self, option: str, message: str) -> ParameterFileError:
+        """A :class:`ParameterFileError` ``"path:line: message"`` at ``option``'s line."""
+        return _error(self.path, self.lines.get(option), message)
+
+
+def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepOptions:
+    """The method and options of one of our steps, checked against :data:`STEP_KEYS`.
+
+    ``methods``: the known method names (``Model`` must be one). Every error names the line:
+    an unknown key (with the nearest known one when it is close), an unknown model, a wrong
+    value or count of values, ``Regularization`` without as many ``RegularizationWeight``
+    values, and no ``Model`` at all.
+    """
+    values, lines, path = parameter_map.values, parameter_map.lines, parameter_map.path
+    if not parameter_map.is_ours:
+        found = values.get("Registration")
+        if found is None:
+            raise _error(path, None, f'not an itkdeepreg step: no (Registration "{STEP_MARKER}")')
+        given = " ".join(f'"{v}"' for v in found)
+        raise _error(
+            path,
+            lines["Registration"],
+            f'not an itkdeepreg step: (Registration {given}) is not (Registration "{STEP_MARKER}")',
+        )
+    for key in values:
+        if key not in _ALL_KEYS:
+            raise _error(path, lines[key], f"unknown key {key}{_suggestion(key)}")
+    if "Model" not in values:
+        raise _error(
+            path,
+            lines["Registration"],
+            'this step names no method: add a (Model "...") entry, e.g. (Model "unigradicon")',
+        )
+    options, option_lines = {}, {}
+    for key, spec in STEP_KEYS.items():
+        if key in values:
+            try:
+                options[spec.option] = spec.parse(values[key])
+            except _Invalid as error:
+                raise _error(path, lines[key], f"{key} {error}") from None
+            option_lines[spec.option] = lines[key]
+    method = options.pop("method")
+    if method not in methods:
+        known = ", ".join(f'"{m}"' for m in sorted(methods))
+        raise _error(path, lines["Model"], f'unknown Model "{method}"; known: {known}')
+    regularization = _regularization(parameter_map)
+    if regularization is not None:
+        options["regularization"] = regularization
+        option_lines["regularization"] = lines["Regularization"]
+    levels, iterations = options.get("levels"), options.get("iterations")
+    if levels is not None and iterations is not None and len(levels) != len(iterations):
+        raise _error(
+            path,
+            lines["MaximumNumberOfIterations"],
+            f"MaximumNumberOfIterations has {len(iterations)} values but "
+            f"ImagePyramidSchedule (line {lines['ImagePyramidSchedule']}) has "
+            f"{len(levels)} levels: give one iteration count per level",
+        )
+    return StepOptions(method, options, option_lines, path)
+
+
+def _regularization(parameter_map):
+    values, lines, path = parameter_map.values, parameter_map.lines, parameter_map.path
+    names, weights = values.get("Regularization"), values.get("RegularizationWeight")
+    if names is None and weights is None:
+        return None
+    if names is None:
+        raise _error(
+            path,
+            lines["RegularizationWeight"],
+            "RegularizationWeight without Regularization: name the regularizers it weighs",
+        )
+    if weights is None:
+        raise _error(
+            path,
+            lines["Regularization"],
+            "Regularization without RegularizationWeight: give one weight per regularizer",
+        )
+    parse_name = _regularizer[0].one
+    try:
+        parsed = [parse_name(name) for name in names]
+    except _Invalid as error:
+        raise _error(path, lines["Regularization"], f"Regularization {error}") from None
+    if len(set(parsed)) != len(parsed):
+        raise _error(path, lines["Regularization"], "Regularization names a regularizer twice")
+    if len(weights) != len(names):
+        raise _error(
+            path,
+            lines["RegularizationWeight"],
+            f"RegularizationWeight has {_count(weights, 'value')} for "
+            f"{_count(names, 'Regularization name')} (line {lines['Regularization']}): "
+            "give one weight per regularizer",
+        )
+    try:
+        numbers_ = [_number(w, lambda x: x >= 0, ">= 0") for w in weights]
+    except _Invalid as error:
+        raise _error(path, lines["RegularizationWeight"], f"RegularizationWeight {error}") from None
+    return dict(zip(parsed, numbers_))
+
+
+def _count(items, noun):
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _suggestion(key: str) -> str:
+    by_lower = {k.lower(): k for k in _ALL_KEYS}
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.7)
+    if close:
+        return f"; did you mean {by_lower[close[0]]}?"
+    return f"; an itkdeepreg step takes {', '.join(_ALL_KEYS)}"
+
+
+def step_parameters(method: str, **options) -> dict[str, tuple]:
+    """The entries of a step file for ``method`` with ``options``: the reverse of
+    :func:`step_options`. Options that are ``None`` are left out (the method's default).
+
+    ``step_parameters("deformable", similarity="lncc", iterations=(100, 50))`` is
+    ``{"Registration": ("DeepRegistration",), "Model": ("deformable",), "Metric": ("LNCC",),
+    "MaximumNumberOfIterations": (100, 50)}``.
+    Each value is checked as :func:`step_options` will check it when the file is read back.
+    """
+    by_option = {spec.option: spec for spec in STEP_KEYS.values()}
+    entries = {"Registration": (STEP_MARKER,), "Model": _checked(by_option["method"], method)}
+    for option, value in options.items():
+        if value is None:
+            continue
+        if option == "regularization":
+            entries.update(_regularization_entries(value))
+        elif option in by_option and option != "method":
+            entries[by_option[option].key] = _checked(by_option[option], value)
+        else:
+            known = ", ".join(sorted([*by_option, "regularization"]))
+            raise ValueError(f"no parameter-file key for the option {option!r}; known: {known}")
+    return entries
+
+
+def _checked(spec: _StepKey, value) -> tuple:
+    """``spec.format(value)``, checked by reading its text back as :func:`step_options` will."""
+    try:
+        written = spec.format(value)
+        spec.parse(tuple(_format_value(spec.key, v).strip('"') for v in written))
+    except (_Invalid, TypeError, ValueError) as error:
+        raise ValueError(f"{spec.option}={value!r}: {spec.key} {error}") from None
+    return written
+
+
+def _regularization_entries(regularization) -> dict:
+    if not isinstance(regularization, dict) or not regularization:
+        raise ValueError(
+            f"regularization={regularization!r}: give a dict of weights by regularizer name, "
+            'e.g. {"diffusion": 0.05}'
+        )
+    names = _regularizer[1].names
+    for name, weight in regularization.items():
+        if name not in names:
+            raise ValueError(
+                f"regularization: unknown regularizer {name!r}; known: {', '.join(names)}"
+            )
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, numbers.Real)
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            raise ValueError(f"regularization: the weight of {name} must be a number >= 0")
+    return {
+        "Regularization": tuple(names[name] for name in regularization),
+        "RegularizationWeight": tuple(float(w) for w in regularization.values()),
+    }
