@@ -1,7 +1,9 @@
 """itkdeepreg: deep and optimization-based image registration for ITK users.
 
-``import itkdeepreg`` loads only the torch core; the ITK interop names below are imported
-from :mod:`itkdeepreg.interop` on first use, so the core works where ITK is not installed.
+The torch core works where ITK is not installed. Where it is, ``import itkdeepreg`` adds
+``DeepRegistrationMethod``, ``deep_registration_method`` and ``InverseConsistentTransform``
+to the ``itk`` namespace (:mod:`itkdeepreg.wrapping`); the ITK names below are attributes of
+this package too.
 """
 
 from importlib import import_module
@@ -16,6 +18,7 @@ from .transforms import (
     Velocity,
     compose,
     from_physical,
+    invert,
     load_transform,
     to_physical,
 )
@@ -31,30 +34,39 @@ __all__ = [
     "compose",
     "from_physical",
     "identity_grid",
+    "invert",
     "load_transform",
     "resample",
     "sample",
     "to_physical",
 ]
 
-_INTEROP = {
-    "displacement_field_image",
-    "from_itk_transform",
-    "image_to_tensor",
-    "read_transform",
-    "tensor_to_image",
-    "to_itk_displacement_field",
-    "to_itk_transform",
-    "write_displacement_field",
-    "write_transform",
+_ITK_NAMES = {
+    "DeepRegistrationMethod": ".registration",
+    "InverseConsistentTransform": ".interop",
+    "deep_registration_method": ".registration",
+    "displacement_field_image": ".interop",
+    "from_itk_transform": ".interop",
+    "image_to_tensor": ".interop",
+    "read_transform": ".interop",
+    "tensor_to_image": ".interop",
+    "to_itk_displacement_field": ".interop",
+    "to_itk_transform": ".interop",
+    "write_displacement_field": ".interop",
+    "write_transform": ".interop",
 }
 
 
 def __getattr__(name):
-    if name in _INTEROP:
-        return getattr(import_module(".interop", __name__), name)
+    if name in _ITK_NAMES:
+        return getattr(import_module(_ITK_NAMES[name], __name__), name)
     raise AttributeError(f"module 'itkdeepreg' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_INTEROP))
+    return sorted(list(globals()) + list(_ITK_NAMES))
+
+
+from .wrapping import add_to_itk  # noqa: E402  (after the names it needs)
+
+add_to_itk()

@@ -21,6 +21,11 @@ SCRIPT = textwrap.dedent(
     physical = idr.to_physical(transform, fixed, moving)
     assert warped.shape == (1, 1, 12, 16, 20)
     assert physical(torch.zeros(1, 3, 1, dtype=torch.float64)).shape == (1, 3, 1)
+    from itkdeepreg.methods import Pair, run_method  # methods by name, networks included
+
+    image = torch.rand(1, 1, 12, 16, 20)
+    result = run_method("affine", Pair(image, image, fixed, fixed), iterations=(1,), levels=(1,), progress=False)
+    assert result.forward.dimension == 3
     try:
         idr.to_itk_transform
     except ImportError:

@@ -45,6 +45,12 @@ class BrainPair:
         """Where end-point errors count: grey or white matter of the fixed image."""
         return self.fixed_labels > 0
 
+    def itk_images(self):
+        """``(fixed, moving)`` as ``itk.Image[itk.F, D]`` with the template's geometry."""
+        from ..interop import tensor_to_image  # only here: the torch core imports without ITK
+
+        return tuple(tensor_to_image(image, self.geometry) for image in (self.fixed, self.moving))
+
     def score(self, forward: Transform) -> dict:
         """How well ``forward`` (fixed cube -> moving cube) registers the pair.
 

@@ -1,6 +1,7 @@
 """ITK images and transforms (imports ``itk``; the torch core does not)."""
 
 from .images import as_geometry, check_scalar_image, image_to_tensor, set_geometry, tensor_to_image
+from .inverse_consistent import InverseConsistentTransform
 from .transforms import (
     displacement_field_image,
     from_itk_transform,
@@ -12,6 +13,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "InverseConsistentTransform",
     "as_geometry",
     "check_scalar_image",
     "displacement_field_image",

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import bending_energy, diffusion, gaussian_blur, gradicon, icon, lncc
-from ..sampling import identity_grid, resample, sample
-from ..transforms import Affine, Displacement, Transform, Velocity
+from ..sampling import resample
+from ..transforms import Affine, Displacement, Transform, Velocity, invert
 from .loop import (
     OptimizationResult,
     PyramidLevel,
@@ -170,7 +170,7 @@ def register_deformable(
     elif kind is Velocity:
         backward = forward_field.inverse() @ initial_inverse
     else:
-        backward = _fixed_point_inverse(fields[0]) @ initial_inverse
+        backward = invert(forward_field) @ initial_inverse
     return OptimizationResult(forward, backward, losses)
 
 
@@ -204,12 +204,3 @@ def _smoothed(parameter, sigma):
     weight = gaussian_blur(torch.ones_like(parameter[:, :1]), sigma)
     return gaussian_blur(parameter, sigma) / weight
 
-
-def _fixed_point_inverse(displacement, iterations=20):
-    """``w`` with ``w(y) = -u(y + w(y))`` on u's grid: the inverse of ``x -> x + u(x)`` where
-    the Jacobian of ``u`` stays well inside the unit ball (as for a registration's field)."""
-    grid = identity_grid(displacement.shape[2:], displacement.dtype, displacement.device)
-    inverse = -displacement
-    for _ in range(iterations):
-        inverse = -sample(displacement, grid + inverse, padding="border")
-    return Displacement(inverse)

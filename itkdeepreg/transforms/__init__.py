@@ -4,6 +4,7 @@ from .affine import Affine
 from .base import Transform, from_dict, load_transform
 from .composite import Composite, compose
 from .field import Displacement, Velocity
+from .inverse import invert
 from .physical import from_physical, to_physical
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "compose",
     "from_dict",
     "from_physical",
+    "invert",
     "load_transform",
     "to_physical",
 ]

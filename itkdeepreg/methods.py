@@ -1,0 +1,383 @@
+"""Registration methods by name: networks and optimization behind one call.
+
+A method is a callable ``method(pair, **options) -> OptimizationResult``: it registers a
+:class:`Pair` (images with their geometry, masks, segmentations) and returns the map from the
+fixed image's unit cube to the moving image's and its inverse. :func:`run_method` is the one
+place methods are called: it looks the method up by name, checks the options, and starts it
+from an initial transform. The ITK face, parameter files, pipelines and the command line all
+go through it, so a method registered here is usable everywhere.
+
+Built in: ``"translation"``, ``"rigid"``, ``"affine"`` and ``"deformable"`` (registration by
+optimization), and the published networks ``"unigradicon"``, ``"multigradicon"``,
+``"gradicon-lung"``, ``"gradicon-knee"`` and ``"gradicon-brain"``, with or without instance
+optimization. :func:`register_method` adds a method (a :class:`NetworkMethod` wraps a model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import losses
+from .geometry import ImageGeometry
+from .models import register_pair
+from .optimize import (
+    OptimizationResult,
+    optimize_fields,
+    optimize_weights,
+    register_affine,
+    register_deformable,
+)
+from .sampling import resample
+from .transforms import Transform, invert
+from .zoo import gradicon as Z
+from .zoo import preprocess
+from .zoo import weights as W
+
+SIMILARITIES = {
+    "lncc": losses.lncc,
+    "squared_lncc": losses.squared_lncc,
+    "mind": losses.mind_ssc_loss,
+    "ncc": losses.ncc,
+    "mse": losses.mse,
+    "mutual_information": losses.mutual_information,
+}
+
+
+@dataclass
+class Pair:
+    """Two images ``[1, 1, *shape]`` (raw intensities) and their geometries.
+
+    ``*_mask``: where the similarity counts (non-zero inside), on its image's grid.
+    ``*_segmentation``: multiplies its image before registration, the published way of
+    registering only what a segmentation covers.
+    """
+
+    moving: torch.Tensor
+    fixed: torch.Tensor
+    moving_geometry: ImageGeometry
+    fixed_geometry: ImageGeometry
+    moving_mask: torch.Tensor | None = None
+    fixed_mask: torch.Tensor | None = None
+    moving_segmentation: torch.Tensor | None = None
+    fixed_segmentation: torch.Tensor | None = None
+
+    def __post_init__(self):
+        for side in ("moving", "fixed"):
+            image = getattr(self, side)
+            geometry = getattr(self, f"{side}_geometry")
+            if tuple(image.shape[2:]) != geometry.shape:
+                raise ValueError(
+                    f"the {side} image has shape {tuple(image.shape)}, its geometry "
+                    f"{geometry.shape}"
+                )
+            for kind in ("mask", "segmentation"):
+                extra = getattr(self, f"{side}_{kind}")
+                if (
+                    extra is not None
+                    and tuple(extra.shape[-len(geometry.shape) :]) != geometry.shape
+                ):
+                    raise ValueError(
+                        f"the {side} {kind} has shape {tuple(extra.shape)}, its image "
+                        f"{tuple(image.shape)}: give it on its image's grid"
+                    )
+
+    def through(self, initial: Transform) -> Pair:
+        """The pair with the moving side carried onto the fixed grid by ``initial`` (fixed cube
+        -> moving cube): what a method started from ``initial`` registers."""
+        shape = self.fixed_geometry.shape
+
+        def warp(image, mode):
+            if image is None:
+                return None
+            warped = initial.warp(image.to(self.fixed.device, torch.float32), shape, mode=mode)
+            return warped.to(image.dtype) if mode == "nearest" else warped
+
+        return dataclasses.replace(
+            self,
+            moving=warp(self.moving, "linear"),
+            moving_geometry=self.fixed_geometry,
+            moving_mask=warp(self.moving_mask, "nearest"),
+            moving_segmentation=warp(self.moving_segmentation, "nearest"),
+        )
+
+    def segmented(self, side: str) -> torch.Tensor:
+        """The ``side`` image multiplied by its segmentation, if it has one."""
+        image, segmentation = getattr(self, side), getattr(self, f"{side}_segmentation")
+        return image if segmentation is None else image * (segmentation != 0).to(image.dtype)
+
+
+Method = Callable[..., OptimizationResult]
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, method: Method) -> None:
+    """Make ``method`` available by ``name`` everywhere: the ITK face, parameter files,
+    pipelines and the command line. A name registered twice is refused."""
+    if name in _METHODS:
+        raise ValueError(f"a method named {name!r} is registered already")
+    _METHODS[name] = method
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(method: str | Method) -> Method:
+    """The method of a name, or the method itself."""
+    if callable(method):
+        return method
+    if method not in _METHODS:
+        raise ValueError(f"no registration method {method!r}; known: {', '.join(method_names())}")
+    return _METHODS[method]
+
+
+def method_options(method: str | Method) -> set[str]:
+    """The options a method takes (keyword arguments besides the pair)."""
+    parameters = inspect.signature(get_method(method)).parameters
+    return {
+        name
+        for name in list(parameters)[1:]
+        if parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def check_options(method: str | Method, options: dict) -> None:
+    """Refuse options the method does not take, naming them and the ones it does."""
+    known = method_options(method)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        name = method if isinstance(method, str) else getattr(method, "__name__", "the method")
+        raise ValueError(
+            f"the method {name} takes no option {', '.join(unknown)}; it takes: "
+            f"{', '.join(sorted(known))}"
+        )
+
+
+def run_method(
+    method: str | Method,
+    pair: Pair,
+    initial: Transform | None = None,
+    initial_inverse: Transform | None = None,
+    **options,
+) -> OptimizationResult:
+    """Register ``pair`` with ``method`` (a name or a callable), started from ``initial``.
+
+    ``initial`` maps the fixed cube to the moving cube (an imported ITK transform, a previous
+    step's result). The method then registers the fixed image to the moving image carried
+    onto the fixed grid by ``initial``, and the result is ``initial`` followed by the method's
+    map: ``forward = initial @ map`` and ``backward = map_inverse @ initial_inverse``.
+    ``initial_inverse`` defaults to :func:`~itkdeepreg.transforms.invert` of ``initial``.
+    """
+    function = get_method(method)
+    check_options(method, options)
+    if initial is None:
+        return function(pair, **options)
+    if initial_inverse is None:
+        initial_inverse = invert(initial)
+    result = function(pair.through(initial), **options)
+    return OptimizationResult(
+        initial @ result.forward, result.backward @ initial_inverse, result.losses
+    )
+
+
+def _similarity(name, table=SIMILARITIES):
+    if callable(name):
+        return name
+    if name not in table:
+        raise ValueError(f"unknown similarity {name!r}; known: {', '.join(table)}")
+    return table[name]
+
+
+def _masks(pair, device):
+    return {
+        f"{side}_mask": None if mask is None else mask.to(device)
+        for side, mask in (("moving", pair.moving_mask), ("fixed", pair.fixed_mask))
+    }
+
+
+def _linear(transform):
+    def affine_method(
+        pair: Pair,
+        similarity="ncc",
+        initialization="center_of_mass",
+        levels=(4, 2, 1),
+        iterations=(100, 50, 25),
+        learning_rate=0.01,
+        device=None,
+        progress=True,
+    ) -> OptimizationResult:
+        device = device or pair.fixed.device
+        return register_affine(
+            pair.segmented("moving").to(device),
+            pair.segmented("fixed").to(device),
+            pair.moving_geometry,
+            pair.fixed_geometry,
+            transform=transform,
+            similarity=_similarity(similarity),
+            initialization=initialization,
+            levels=levels,
+            iterations=iterations,
+            learning_rate=learning_rate,
+            progress=progress,
+            **_masks(pair, device),
+        )
+
+    affine_method.__name__ = transform
+    affine_method.__doc__ = f"{transform.capitalize()} registration by optimization."
+    return affine_method
+
+
+# the deformable defaults were tuned with a 1.5-voxel LNCC window (the networks' is 5)
+_DEFORMABLE_SIMILARITIES = {
+    **SIMILARITIES,
+    "lncc": functools.partial(losses.lncc, sigma=1.5),
+    "squared_lncc": functools.partial(losses.squared_lncc, sigma=1.5),
+}
+
+
+def deformable(
+    pair: Pair,
+    similarity="lncc",
+    parameterization="velocity",
+    symmetric=False,
+    regularization=None,
+    levels=(4, 2, 1),
+    iterations=(100, 100, 20),
+    learning_rate=0.25,
+    field_factor=2,
+    smoothing=2.0,
+    seed=0,
+    device=None,
+    progress=True,
+) -> OptimizationResult:
+    """Deformable registration by optimization: :func:`~itkdeepreg.optimize.register_deformable`."""
+    device = device or pair.fixed.device
+    return register_deformable(
+        pair.segmented("moving").to(device),
+        pair.segmented("fixed").to(device),
+        similarity=_similarity(similarity, _DEFORMABLE_SIMILARITIES),
+        parameterization=parameterization,
+        symmetric=symmetric,
+        regularization=regularization,
+        levels=levels,
+        iterations=iterations,
+        learning_rate=learning_rate,
+        field_factor=field_factor,
+        smoothing=smoothing,
+        seed=seed,
+        progress=progress,
+        **_masks(pair, device),
+    )
+
+
+class NetworkMethod:
+    """A registration network on its grid, with the published preprocessing.
+
+    ``network``: the model (a :class:`torch.nn.Module` whose call gives a transform value) or a
+    function that builds it; ``shape``: the grid its images are resampled to; ``weights``: a
+    :class:`~itkdeepreg.zoo.WeightsSource` (downloaded into the cache on first use), a path,
+    or ``None`` to use the model as it is; ``modality``: the default of both images.
+
+    Each image is preprocessed for its modality (and multiplied by its segmentation), then
+    resampled onto ``shape``; the network gives both directions in one pass. Instance
+    optimization (``io_iterations`` > 0) refines them: ``io_kind="fields"`` optimises residual
+    fields on the network's answer (the path for a CPU), ``"weights"`` the network's weights,
+    as published. The model is loaded once per weights file and device, and never changed.
+    """
+
+    def __init__(self, network, shape, weights=None, modality="mri"):
+        self.network = network
+        self.shape = tuple(shape)
+        self.weights = weights
+        self.modality = modality
+
+    def __call__(
+        self,
+        pair: Pair,
+        fixed_modality=None,
+        moving_modality=None,
+        weights=None,
+        io_iterations=0,
+        io_kind="fields",
+        similarity="lncc",
+        learning_rate=None,
+        device=None,
+        progress=True,
+    ) -> OptimizationResult:
+        if io_kind not in ("fields", "weights"):
+            raise ValueError(f"io_kind must be 'fields' or 'weights', got {io_kind!r}")
+        masked = pair.moving_mask is not None or pair.fixed_mask is not None
+        if masked and io_iterations and io_kind == "weights":
+            raise ValueError("masks restrict field-level instance optimization only")
+        if len(self.shape) != pair.fixed.dim() - 2:
+            raise ValueError(
+                f"the network registers {len(self.shape)}D images, got {pair.fixed.dim() - 2}D"
+            )
+        device = torch.device(device) if device else pair.fixed.device
+        model = self._model(weights if weights is not None else self.weights, device)
+        moving, fixed = (
+            resample(
+                preprocess(getattr(pair, side), modality or self.modality, segmentation),
+                self.shape,
+            ).to(device)
+            for side, modality, segmentation in (
+                ("moving", moving_modality, pair.moving_segmentation),
+                ("fixed", fixed_modality, pair.fixed_segmentation),
+            )
+        )
+        forward, backward = register_pair(model, moving, fixed, inverse=True)
+        if not io_iterations:
+            return OptimizationResult(forward, backward)
+        options = {"similarity": _similarity(similarity), "progress": progress}
+        if learning_rate is not None:
+            options["learning_rate"] = learning_rate
+        if io_kind == "weights":
+            return optimize_weights(model, moving, fixed, io_iterations, **options)
+        masks = {  # on the network's grid, as the images
+            name: None if mask is None else resample(mask.float(), self.shape, mode="nearest")
+            for name, mask in _masks(pair, device).items()
+        }
+        return optimize_fields(forward, backward, moving, fixed, io_iterations, **options, **masks)
+
+    def _model(self, weights, device) -> nn.Module:
+        return _load(self.network, weights, str(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(network, weights, device):
+    """A model with its weights on ``device``; the last two asked for stay loaded."""
+    model = network if isinstance(network, nn.Module) else network()
+    if isinstance(weights, W.WeightsSource):
+        weights = W.fetch(weights)
+    if weights is not None:
+        W.load_weights(model, weights)
+    return model.to(device)
+
+
+for _transform in ("translation", "rigid", "affine"):
+    register_method(_transform, _linear(_transform))
+register_method("deformable", deformable)
+register_method(
+    "unigradicon", NetworkMethod(Z.unigradicon_network, Z.UNIGRADICON_SHAPE, W.UNIGRADICON)
+)
+register_method(
+    "multigradicon", NetworkMethod(Z.unigradicon_network, Z.UNIGRADICON_SHAPE, W.MULTIGRADICON)
+)
+register_method(
+    "gradicon-lung",
+    NetworkMethod(Z.gradicon_lung_network, Z.GRADICON_LUNG_SHAPE, W.GRADICON_LUNG, "ct"),
+)
+register_method(
+    "gradicon-knee", NetworkMethod(Z.gradicon_knee_network, Z.GRADICON_KNEE_SHAPE, W.GRADICON_KNEE)
+)
+register_method(
+    "gradicon-brain",
+    NetworkMethod(Z.gradicon_brain_network, Z.GRADICON_BRAIN_SHAPE, W.GRADICON_BRAIN),
+)

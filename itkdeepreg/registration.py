@@ -1,0 +1,228 @@
+"""The ITK face: ``DeepRegistrationMethod`` and ``deep_registration_method``.
+
+The object mirrors ITK and ITKElastix (``New(fixed_image=..., moving_image=...)``,
+``SetX`` and ``GetX``, ``Update()``, ``GetOutput()``, ``GetTransform()``); the function is the
+one-liner over the same object. Both take ITK images with their geometry and run any
+method of :mod:`itkdeepreg.methods` by name: a published network (with or without instance
+optimization) or registration by optimization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .interop import (
+    InverseConsistentTransform,
+    as_geometry,
+    check_scalar_image,
+    from_itk_transform,
+    image_to_tensor,
+)
+from .methods import Pair, run_method
+
+DEFAULT_METHOD = "unigradicon"
+
+# setter name -> the option of the registration method it sets
+_OPTIONS = {
+    "FixedModality": "fixed_modality",
+    "MovingModality": "moving_modality",
+    "Metric": "similarity",
+    "InstanceOptimizationIterations": "io_iterations",
+    "InstanceOptimization": "io_kind",
+    "Weights": "weights",
+    "Device": "device",
+}
+_INPUTS = (
+    "FixedImage",
+    "MovingImage",
+    "FixedMask",
+    "MovingMask",
+    "FixedSegmentation",
+    "MovingSegmentation",
+    "InitialTransform",
+)
+
+
+class DeepRegistrationMethod:
+    """Registers a moving image onto a fixed image with a network or by optimization.
+
+    Inputs: ``SetFixedImage``, ``SetMovingImage`` (scalar ``itk.Image``, 2D or 3D, any pixel
+    type), ``SetFixedMask``/``SetMovingMask`` (where the similarity counts),
+    ``SetFixedSegmentation``/``SetMovingSegmentation`` (multiply the image before
+    registration, the published input masking), ``SetInitialTransform`` (any ITK transform
+    from fixed to moving physical points: an elastix or ANTs affine, a composite).
+
+    The method: ``SetMethod`` (a name of :func:`~itkdeepreg.methods.method_names`, or a
+    callable method; ``SetModel`` is the same, for network users), and its options:
+    ``SetFixedModality``/``SetMovingModality`` (``"ct"``, ``"mri"``), ``SetMetric``
+    (``"lncc"``, ``"squared_lncc"``, ``"mind"``, ``"ncc"``, ``"mse"``,
+    ``"mutual_information"``), ``SetInstanceOptimizationIterations``,
+    ``SetInstanceOptimization`` (``"fields"`` or ``"weights"``), ``SetWeights`` (a weights
+    file), ``SetDevice``, and ``SetMethodOptions`` for any other option of the method. An
+    option the method does not take is refused by ``Update``, by name.
+
+    ``Update()`` registers; ``GetOutput()`` is the moving image warped into the fixed
+    image's geometry, in the moving image's pixel type; ``GetTransform()`` the
+    :class:`~itkdeepreg.interop.InverseConsistentTransform` from fixed to moving points, and
+    ``GetInverseTransform()`` its inverse.
+    """
+
+    def __init__(self):
+        self._inputs = dict.fromkeys(_INPUTS)
+        self._method = DEFAULT_METHOD
+        self._options = {}
+        self._show_progress = True
+        self._transform = self._output = None
+
+    @classmethod
+    def New(cls, **kwargs) -> DeepRegistrationMethod:
+        """A new object; each keyword calls its setter: ``fixed_image=`` calls
+        ``SetFixedImage``, ``instance_optimization_iterations=`` calls
+        ``SetInstanceOptimizationIterations``, and so on."""
+        method = cls()
+        for name, value in kwargs.items():
+            setter = "Set" + "".join(word.capitalize() for word in name.split("_"))
+            if not hasattr(method, setter):
+                raise TypeError(f"DeepRegistrationMethod has no {setter} for the keyword {name}")
+            getattr(method, setter)(value)
+        return method
+
+    def SetMethod(self, method) -> None:
+        self._method = method
+        self._modified()
+
+    SetModel = SetMethod
+
+    def GetMethod(self):
+        return self._method
+
+    GetModel = GetMethod
+
+    def SetMethodOptions(self, options: dict) -> None:
+        """Options of the method beyond the named setters (``iterations``, ``levels``, ...)."""
+        self._options.update(options)
+        self._modified()
+
+    def GetMethodOptions(self) -> dict:
+        return dict(self._options)
+
+    def SetShowProgress(self, show: bool) -> None:
+        self._show_progress = bool(show)
+
+    def Update(self) -> None:
+        """Register the moving image onto the fixed image."""
+        fixed, moving = self._inputs["FixedImage"], self._inputs["MovingImage"]
+        if fixed is None or moving is None:
+            raise ValueError("set both the fixed and the moving image before Update()")
+        check_scalar_image(fixed, "the fixed image")
+        check_scalar_image(moving, "the moving image")
+        if fixed.GetImageDimension() != moving.GetImageDimension():
+            raise ValueError(
+                f"a {fixed.GetImageDimension()}D fixed and a {moving.GetImageDimension()}D "
+                "moving image"
+            )
+        options = {"progress": self._show_progress, **self._options}
+        fixed_tensor, fixed_geometry = image_to_tensor(fixed)
+        moving_tensor, moving_geometry = image_to_tensor(moving)
+        extras = {
+            f"{side}_{kind}": self._on_grid(f"{side.capitalize()}{kind.capitalize()}", image)
+            for side, image in (("moving", moving), ("fixed", fixed))
+            for kind in ("mask", "segmentation")
+        }
+        pair = Pair(moving_tensor, fixed_tensor, moving_geometry, fixed_geometry, **extras)
+        initial, initial_inverse = self._initial(fixed_geometry, moving_geometry)
+        result = run_method(self._method, pair, initial, initial_inverse, **options)
+        forward = result.forward.to(device="cpu")
+        backward = result.backward.to(device="cpu")
+        self._transform = InverseConsistentTransform(forward, backward, fixed, moving)
+        self._output = self._transform.Warp(moving)
+
+    def GetOutput(self):
+        """The moving image warped into the fixed image's geometry (after ``Update``)."""
+        return self._result(self._output)
+
+    def GetTransform(self) -> InverseConsistentTransform:
+        """The map from fixed to moving physical points (after ``Update``)."""
+        return self._result(self._transform)
+
+    def GetInverseTransform(self) -> InverseConsistentTransform:
+        """The map from moving to fixed physical points (after ``Update``)."""
+        return self._result(self._transform).GetInverseTransform()
+
+    def _initial(self, fixed_geometry, moving_geometry):
+        """The initial transform as values ``(forward, backward)``; ``(None, None)`` if unset."""
+        initial = self._inputs["InitialTransform"]
+        if initial is None:
+            return None, None
+        if isinstance(initial, InverseConsistentTransform):  # a result: its values, exactly
+            return initial.forward, initial.backward
+        return from_itk_transform(initial, fixed_geometry, moving_geometry), None
+
+    def _on_grid(self, name, image):
+        """The input ``name`` (a mask or a segmentation) as a tensor, checked against the
+        geometry of its ``image``."""
+        extra = self._inputs[name]
+        if extra is None:
+            return None
+        check_scalar_image(extra, name)
+        expected, geometry = as_geometry(image), as_geometry(extra)
+        same = geometry.shape == expected.shape and np.allclose(
+            geometry.unit_to_physical, expected.unit_to_physical, atol=1e-3
+        )
+        if not same:
+            raise ValueError(
+                f"the {name} must have its image's grid (size, origin, spacing, direction)"
+            )
+        return image_to_tensor(extra)[0]
+
+    def _result(self, value):
+        if value is None:
+            raise RuntimeError("call Update() first")
+        return value
+
+    def _modified(self):
+        self._transform = self._output = None
+
+
+def _input_accessors(name):
+    def setter(self, value):
+        self._inputs[name] = value
+        self._modified()
+
+    def getter(self):
+        return self._inputs[name]
+
+    return setter, getter
+
+
+def _option_accessors(option):
+    def setter(self, value):
+        self._options[option] = value
+        self._modified()
+
+    def getter(self):
+        return self._options.get(option)
+
+    return setter, getter
+
+
+for _name in _INPUTS:
+    _setter, _getter = _input_accessors(_name)
+    setattr(DeepRegistrationMethod, f"Set{_name}", _setter)
+    setattr(DeepRegistrationMethod, f"Get{_name}", _getter)
+for _name, _option in _OPTIONS.items():
+    _setter, _getter = _option_accessors(_option)
+    setattr(DeepRegistrationMethod, f"Set{_name}", _setter)
+    setattr(DeepRegistrationMethod, f"Get{_name}", _getter)
+
+
+def deep_registration_method(fixed, moving, **kwargs):
+    """``(warped, transform)``: the moving image registered onto the fixed one, and the
+    :class:`~itkdeepreg.interop.InverseConsistentTransform` from fixed to moving points.
+
+    The keywords are those of :meth:`DeepRegistrationMethod.New` (``method=``,
+    ``metric=``, ``initial_transform=``, ``instance_optimization_iterations=``, ...).
+    """
+    registration = DeepRegistrationMethod.New(fixed_image=fixed, moving_image=moving, **kwargs)
+    registration.Update()
+    return registration.GetOutput(), registration.GetTransform()
