@@ -62,6 +62,26 @@ def test_registration_by_optimization_example_registers_and_exports():
     assert after["folds"] == 0 and itk_difference < 1e-4
 
 
+def test_itk_face_example_registers_the_itk_way(tmp_path):
+    example = runpy.run_path(str(ROOT / "examples" / "itk_face.py"))
+    before, after, same, itk_difference = example["main"](str(tmp_path))
+    assert same and itk_difference < 1e-4
+    assert after["dice"] > before["dice"] + 0.05
+    assert {p.name for p in tmp_path.iterdir()} == {"transform.h5", "inverse.h5"}
+
+
+def test_pipeline_example_mixes_elastix_and_our_parameter_files(tmp_path):
+    before, after = runpy.run_path(str(ROOT / "examples" / "pipeline.py"))["main"](str(tmp_path))
+    assert after > before + 0.3
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "affine.txt",
+        "deep.txt",
+        "transform.h5",
+        "transform.txt",
+        "transform_field.nii.gz",
+    }
+
+
 def test_documentation_builds_without_warnings(tmp_path):
     result = subprocess.run(
         [

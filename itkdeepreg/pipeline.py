@@ -1,0 +1,138 @@
+"""Pipelines: registration steps one after the other, each started from the result so far.
+
+A step is an elastix registration (parameter maps, run by itk-elastix), an ANTs registration
+(antspyx), an ITK transform file, or a method of :mod:`itkdeepreg.methods` (a network, with
+or without instance optimization, or registration by optimization). The result is one
+:class:`~itkdeepreg.interop.InverseConsistentTransform` from fixed to moving points.
+
+Every step maps the fixed image further into the moving one: a method or a transform file
+registers the fixed image to the moving image as the steps before carried it, so its map is
+applied to fixed points first (``result = so_far @ step``); elastix and ANTs take the result so
+far as their initial transform and return the whole map. A pipeline can be written as a list
+of elastix-style parameter files, theirs and ours mixed (:func:`read_pipeline`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .interop import InverseConsistentTransform, from_itk_transform
+from .interop.classical import ants_registration, elastix_registration
+from .methods import method_names
+from .parameter_files import read_parameter_file, step_options
+from .registration import DeepRegistrationMethod
+from .transforms import invert
+
+
+@dataclass
+class MethodStep:
+    """A method of :mod:`itkdeepreg.methods` by name, with its options."""
+
+    method: object
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ElastixStep:
+    """elastix with its parameter maps (``dict[str, list[str]]``), run by itk-elastix."""
+
+    parameter_maps: list
+
+
+@dataclass
+class AntsStep:
+    """``ants.registration`` with a ``type_of_transform`` and its other keywords."""
+
+    type_of_transform: str = "SyN"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class TransformFileStep:
+    """An ITK transform file (``.h5``, ``.tfm``, ANTs ``.mat``), fixed to moving points."""
+
+    path: str
+
+
+def read_pipeline(paths) -> list:
+    """The steps of a list of parameter files: ``(Registration "DeepRegistration")`` files
+    become method steps, every other file an elastix step. Every file is read and checked
+    (errors name the file and the line) before anything runs."""
+    steps = []
+    for path in paths:
+        parameters = read_parameter_file(path)
+        if parameters.is_ours:
+            options = step_options(parameters, method_names())
+            steps.append(MethodStep(options.method, options.options))
+        else:
+            steps.append(ElastixStep([parameters.as_elastix()]))
+    return steps
+
+
+def run_pipeline(
+    fixed,
+    moving,
+    steps,
+    initial_transform=None,
+    fixed_mask=None,
+    moving_mask=None,
+    show_progress=True,
+):
+    """``(warped, transform)``: the moving image registered onto the fixed one by ``steps``
+    (step objects, or parameter-file paths read with :func:`read_pipeline`), and the
+    :class:`~itkdeepreg.interop.InverseConsistentTransform` of the whole pipeline.
+
+    ``initial_transform``: an ITK transform or an ``InverseConsistentTransform`` the first
+    step starts from. The masks are handed to every step.
+    """
+    steps = list(steps)
+    if not steps:
+        raise ValueError("a pipeline needs at least one step")
+    if all(isinstance(step, (str, bytes)) or hasattr(step, "__fspath__") for step in steps):
+        steps = read_pipeline(steps)
+    current = _as_inverse_consistent(initial_transform, fixed, moving)
+    for step in steps:
+        current = _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress)
+    return current.Warp(moving), current
+
+
+def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
+    if isinstance(step, MethodStep):
+        registration = DeepRegistrationMethod.New(
+            fixed_image=fixed,
+            moving_image=moving,
+            method=step.method,
+            method_options=step.options,
+            initial_transform=current,
+            fixed_mask=fixed_mask,
+            moving_mask=moving_mask,
+            show_progress=show_progress,
+        )
+        registration.Update()
+        return registration.GetTransform()
+    if isinstance(step, TransformFileStep):
+        read = InverseConsistentTransform.Read(step.path, fixed, moving)
+        if current is None:
+            return read
+        # the file maps the fixed image to the moving image as the steps before carried it
+        forward, backward = current.forward @ read.forward, read.backward @ current.backward
+        return InverseConsistentTransform(forward, backward, fixed, moving)
+    initial = None if current is None else current.GetITKTransform()
+    masks = {"fixed_mask": fixed_mask, "moving_mask": moving_mask}
+    if isinstance(step, ElastixStep):
+        whole = elastix_registration(fixed, moving, step.parameter_maps, initial, **masks)
+    elif isinstance(step, AntsStep):
+        whole = ants_registration(
+            fixed, moving, step.type_of_transform, initial, **masks, **step.options
+        )
+    else:
+        raise TypeError(f"not a pipeline step: {step!r}")
+    value = from_itk_transform(whole, fixed, moving)
+    return InverseConsistentTransform(value, invert(value), fixed, moving)
+
+
+def _as_inverse_consistent(transform, fixed, moving):
+    if transform is None or isinstance(transform, InverseConsistentTransform):
+        return transform
+    value = from_itk_transform(transform, fixed, moving)
+    return InverseConsistentTransform(value, invert(value), fixed, moving)
