@@ -203,4 +203,3 @@ def _smoothed(parameter, sigma):
         return parameter
     weight = gaussian_blur(torch.ones_like(parameter[:, :1]), sigma)
     return gaussian_blur(parameter, sigma) / weight
-
