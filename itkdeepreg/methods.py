@@ -15,6 +15,7 @@ optimization. :func:`register_method` adds a method (a :class:`NetworkMethod` wr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
@@ -353,7 +354,10 @@ class NetworkMethod:
 @functools.lru_cache(maxsize=2)
 def _load(network, weights, device):
     """A model with its weights on ``device``; the last two asked for stay loaded."""
-    model = network if isinstance(network, nn.Module) else network()
+    if isinstance(network, nn.Module):  # a given model is used as it is, or copied to load into
+        model = network if weights is None else copy.deepcopy(network)
+    else:
+        model = network()
     if isinstance(weights, W.WeightsSource):
         weights = W.fetch(weights)
     if weights is not None:

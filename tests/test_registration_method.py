@@ -208,3 +208,27 @@ def test_writing_both_files_or_neither(tmp_path):
         transform.Write(tmp_path / "forward.h5", tmp_path / "inverse.png")
     assert list(tmp_path.iterdir()) == []
     assert to_itk_transform(transform.forward, fixed, moving).GetNumberOfTransforms() == 1
+
+
+def test_a_network_method_loads_its_weights_strictly(brain, tmp_path):
+    """SetWeights hands a weights file to the network: loaded by name and shape, or refused."""
+    pair, fixed, moving = brain
+    trained = small_gradicon(0.01)
+    torch.save(trained.state_dict(), tmp_path / "trained.pt")
+    untrained = NetworkMethod(small_gradicon(0.0), (64, 64))  # zero last layers: the identity
+    options = {"method": untrained, "show_progress": False}
+    _, loaded = itk.deep_registration_method(
+        fixed, moving, weights=str(tmp_path / "trained.pt"), **options
+    )
+    _, reference = itk.deep_registration_method(
+        fixed, moving, method=NetworkMethod(trained, (64, 64)), show_progress=False
+    )
+    _, unchanged = itk.deep_registration_method(fixed, moving, **options)
+    grid = idr.identity_grid(pair.geometry.shape)
+    assert torch.allclose(loaded.forward(grid), reference.forward(grid), atol=1e-6)
+    assert torch.equal(unchanged.forward(grid), grid)  # loading left the given model alone
+    state = trained.state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "extra.pt")
+    with pytest.raises(ValueError, match="unexpected extra.weight"):
+        itk.deep_registration_method(fixed, moving, weights=str(tmp_path / "extra.pt"), **options)
