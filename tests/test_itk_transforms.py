@@ -1,5 +1,7 @@
 """The exported ITK transforms do what the torch transform values do, exactly."""
 
+import itertools
+
 import ants
 import itk
 import numpy as np
@@ -229,9 +231,9 @@ def test_unreadable_and_unsupported_transforms_are_refused(tmp_path):
     itk.transformwrite([linear["affine"], linear["euler"]], str(two))
     with pytest.raises(ValueError, match="2 transforms"):
         read_transform(two, fixed, moving)
-    bspline = itk.BSplineTransform[itk.D, 3, 3].New()
-    with pytest.raises(ValueError, match="cannot import an ITK BSplineTransform"):
-        from_itk_transform(bspline, fixed, moving)
+    spline = itk.ThinPlateSplineKernelTransform[itk.D, 3].New()
+    with pytest.raises(ValueError, match="cannot import an ITK ThinPlateSplineKernelTransform"):
+        from_itk_transform(spline, fixed, moving)
     with pytest.raises(ValueError, match="2D"):
         from_itk_transform(linear_itk_transforms(2)["affine"], fixed, moving)
     flat = example_transforms(2)["displacement"]
@@ -318,3 +320,23 @@ def test_writing_to_an_unwritable_place_fails_before_any_work(tmp_path):
         write_displacement_field(CountingTransform(), tmp_path / "taken.nii.gz", fixed, moving)
     assert CountingTransform.calls == 0
     assert [p.name for p in tmp_path.iterdir()] == ["taken.nii.gz"]
+
+
+def test_a_bspline_transform_is_imported_as_a_sampled_field(dimension):
+    """elastix gives B-splines; they are sampled on their domain."""
+    fixed, moving = geometry_pair(dimension)
+    corners = fixed.to_physical(np.array(list(itertools.product([0.0, 1.0], repeat=dimension))))
+    bspline = itk.BSplineTransform[itk.D, dimension, 3].New()  # over the fixed image
+    bspline.SetTransformDomainOrigin((corners.min(0) - 5).tolist())
+    bspline.SetTransformDomainPhysicalDimensions((np.ptp(corners, 0) + 10).tolist())
+    mesh = itk.Size[dimension]()
+    mesh.Fill(4)
+    bspline.SetTransformDomainMeshSize(mesh)
+    count = bspline.GetNumberOfParameters()
+    smooth = np.sin(np.linspace(0, 6, count)) * 2.0  # mm, varying from point to point
+    bspline.SetParameters(itk.OptimizerParameters[itk.D](smooth.tolist()))
+    value = from_itk_transform(bspline, fixed, moving)
+    points = fixed.to_physical(np.random.default_rng(0).random((300, dimension)))
+    expected = itk_points(bspline, points)
+    assert np.abs(expected - points).max() > 0.5  # it moves points
+    np.testing.assert_allclose(torch_points(value, fixed, moving, points), expected, atol=0.05)

@@ -34,6 +34,7 @@ TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
 FIELD_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file formats: renamed whole
 _PROBES_PER_AXIS = 33
 _NATIVE_POINTS_PER_SLAB = 2**21
+_BSPLINE_POINTS = 2**20
 
 
 def to_itk_transform(transform: Transform, fixed, moving):
@@ -278,16 +279,10 @@ def _physical_parts(itk_transform) -> list:
         return [p for i in range(count) for p in _physical_parts(itk_transform.GetNthTransform(i))]
     if name == "DisplacementFieldTransform":
         field = itk_transform.GetDisplacementField()
-        geometry = ImageGeometry.from_image(field)
-        unit_to_physical = geometry.unit_to_physical
         vectors = itk.array_from_image(field).astype(np.float64)
-        unit_vectors = vectors @ np.linalg.inv(unit_to_physical[:-1, :-1]).T
-        displacement = torch.from_numpy(np.ascontiguousarray(np.moveaxis(unit_vectors, -1, 0)))
-        return [
-            Affine(torch.from_numpy(unit_to_physical)),
-            Displacement(displacement[None], outside="itk"),
-            Affine(torch.from_numpy(geometry.physical_to_unit)),
-        ]
+        return _field_parts(vectors, ImageGeometry.from_image(field))
+    if name == "BSplineTransform":  # elastix's B-splines: sampled, as ITK cannot import them
+        return _field_parts(*_sampled_bspline(itk_transform))
     if itk_transform.IsLinear():
         # a linear transform is its action on the origin and the unit vectors
         dimension = itk_transform.GetInputSpaceDimension()
@@ -300,5 +295,44 @@ def _physical_parts(itk_transform) -> list:
         return [Affine(torch.from_numpy(matrix))]
     raise ValueError(
         f"cannot import an ITK {name}: itkdeepreg reads linear transforms, displacement-field "
-        "transforms and composites of them"
+        "and B-spline transforms, and composites of them"
     )
+
+
+def _field_parts(vectors: np.ndarray, geometry: ImageGeometry) -> list:
+    """Physical displacements ``[*shape, D]`` on ``geometry`` as transform values of physical
+    points, with ITK's rule off the grid (border values up to half a voxel, then zero)."""
+    unit_to_physical = geometry.unit_to_physical
+    unit_vectors = vectors @ np.linalg.inv(unit_to_physical[:-1, :-1]).T
+    displacement = torch.from_numpy(np.ascontiguousarray(np.moveaxis(unit_vectors, -1, 0)))
+    return [
+        Affine(torch.from_numpy(unit_to_physical)),
+        Displacement(displacement[None], outside="itk"),
+        Affine(torch.from_numpy(geometry.physical_to_unit)),
+    ]
+
+
+def _sampled_bspline(bspline):
+    """A B-spline transform's displacements on a grid over its domain.
+
+    Up to 8 points per control-point cell and axis, fewer where that would pass
+    ``_BSPLINE_POINTS`` (ITK evaluates them one by one, about 2 us each): on an elastix brain
+    slice, 8 points per cell put the linear interpolation within 0.08 mm of the spline
+    (median 0.007 mm), 4 within 0.37 mm (median 0.03 mm).
+    """
+    mesh = np.array([int(n) for n in bspline.GetTransformDomainMeshSize()])
+    dimension = len(mesh)
+    affordable = int((_BSPLINE_POINTS ** (1 / dimension) - 1) // mesh.max())
+    samples_per_cell = min(8, max(2, affordable))
+    extent = np.array([float(x) for x in bspline.GetTransformDomainPhysicalDimensions()])
+    geometry = ImageGeometry(
+        tuple(mesh * samples_per_cell + 1),
+        origin=[float(x) for x in bspline.GetTransformDomainOrigin()],
+        spacing=extent / (mesh * samples_per_cell),
+        direction=itk.array_from_matrix(bspline.GetTransformDomainDirection()),
+    )
+    axes = [np.linspace(0, 1, n) for n in geometry.shape]
+    unit = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, geometry.dimension)
+    points = geometry.to_physical(unit)
+    moved = np.array([bspline.TransformPoint(p) for p in points.tolist()])
+    return (moved - points).reshape(*geometry.shape, geometry.dimension), geometry
