@@ -67,6 +67,9 @@ def __dir__():
     return sorted(list(globals()) + list(_ITK_NAMES))
 
 
-from .wrapping import add_to_itk  # noqa: E402  (after the names it needs)
-
-add_to_itk()
+try:  # installed from wrapping/ (pyproject's package-dir); a bare source tree lacks it
+    from .wrapping import add_to_itk  # noqa: E402  (after the names it needs)
+except ModuleNotFoundError:
+    pass
+else:
+    add_to_itk()

@@ -34,6 +34,7 @@ import torch
 from . import __version__
 from .files import temporary_name, write_all
 from .interop import InverseConsistentTransform, as_geometry, check_scalar_image, set_geometry
+from .interop.transformix import transformix_outputs
 from .interop.transforms import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, write_transform
 from .methods import SIMILARITIES, method_names, method_options
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     except UsageError as error:
         _report(error)
         return 2
-    except (CommandError, ValueError, OSError) as error:
+    except (CommandError, ValueError, OSError, ImportError) as error:
         _report(error)
         return 1
     except KeyboardInterrupt:
@@ -742,7 +743,6 @@ def _elastix(args) -> int:
         itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
     for path in args.parameters:
         _require_file(path, "-p")
-        _check_step(path)
     steps = read_pipeline(args.parameters)  # every file read and checked before anything runs
     fixed = _read_image(args.fixed, "-f")
     moving = _read_image(args.moving, "-m")
@@ -787,34 +787,17 @@ def _elastix(args) -> int:
                     lambda t: transform.GetInverseTransform().Write(t),
                     _OUR_SUFFIXES,
                 ),
+                *transformix_outputs(
+                    transform.forward,
+                    paths["parameters"],
+                    transform.fixed_geometry,
+                    transform.moving_geometry,
+                    paths["field"],
+                ),
             ]
         )
-        # not through write_all: the parameter file names its field by its final path
-        try:
-            transform.WriteTransformixParameters(paths["parameters"], paths["field"])
-        except BaseException:
-            for key in ("result", "transform", "inverse"):
-                with contextlib.suppress(OSError):
-                    os.unlink(paths[key])
-            raise
     print(f"wrote {', '.join(os.path.basename(p) for p in paths.values())} into {args.out}")
     return 0
-
-
-def _check_step(path) -> None:
-    """Refuse, with its file and line, an option that a step of ours gives to a method that
-    does not take it (found before any step runs, not when the step starts)."""
-    from .parameter_files import STEP_KEYS, read_parameter_file, step_options
-
-    parameters = read_parameter_file(path)
-    if not parameters.is_ours:
-        return
-    step = step_options(parameters, method_names())
-    takes = method_options(step.method)
-    for option in step.options:
-        if option not in takes:
-            key = next((k for k, spec in STEP_KEYS.items() if spec.option == option), option)
-            raise step.error(option, f"the method {step.method} takes no {key}")
 
 
 def _apply(args) -> int:

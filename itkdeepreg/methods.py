@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,25 +140,28 @@ def get_method(method: str | Method) -> Method:
     return _METHODS[method]
 
 
-def method_options(method: str | Method) -> set[str]:
-    """The options a method takes (keyword arguments besides the pair)."""
-    parameters = inspect.signature(get_method(method)).parameters
-    return {
-        name
-        for name in list(parameters)[1:]
-        if parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
-    }
+def method_options(method: str | Method) -> set[str] | None:
+    """The options a method takes (keyword arguments besides the pair); ``None`` for a method
+    that takes any (``**options``)."""
+    parameters = list(inspect.signature(get_method(method)).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def takes_option(method: str | Method, option: str) -> bool:
+    known = method_options(method)
+    return known is None or option in known
 
 
 def check_options(method: str | Method, options: dict) -> None:
     """Refuse options the method does not take, naming them and the ones it does."""
-    known = method_options(method)
-    unknown = sorted(set(options) - known)
+    unknown = sorted(o for o in options if not takes_option(method, o))
     if unknown:
         name = method if isinstance(method, str) else getattr(method, "__name__", "the method")
         raise ValueError(
             f"the method {name} takes no option {', '.join(unknown)}; it takes: "
-            f"{', '.join(sorted(known))}"
+            f"{', '.join(sorted(method_options(method)))}"
         )
 
 
@@ -322,7 +326,7 @@ class NetworkMethod:
                 f"the network registers {len(self.shape)}D images, got {pair.fixed.dim() - 2}D"
             )
         device = torch.device(device) if device else pair.fixed.device
-        model = self._model(weights if weights is not None else self.weights, device)
+        model = self._model(weights if weights is not None else self.weights, device, progress)
         moving, fixed = (
             resample(
                 preprocess(getattr(pair, side), modality or self.modality, segmentation),
@@ -347,21 +351,22 @@ class NetworkMethod:
         }
         return optimize_fields(forward, backward, moving, fixed, io_iterations, **options, **masks)
 
-    def _model(self, weights, device) -> nn.Module:
-        return _load(self.network, weights, str(device))
+    def _model(self, weights, device, progress) -> nn.Module:
+        if isinstance(weights, W.WeightsSource):
+            weights = W.fetch(weights, progress=progress)
+        if weights is not None:  # a file rewritten in place is read again
+            weights = os.path.abspath(weights)
+            return _load(self.network, (weights, os.stat(weights).st_mtime_ns), device)
+        return _load(self.network, None, device)
 
 
 @functools.lru_cache(maxsize=2)
 def _load(network, weights, device):
-    """A model with its weights on ``device``; the last two asked for stay loaded."""
-    if isinstance(network, nn.Module):  # a given model is used as it is, or copied to load into
-        model = network if weights is None else copy.deepcopy(network)
-    else:
-        model = network()
-    if isinstance(weights, W.WeightsSource):
-        weights = W.fetch(weights)
+    """A model (a copy of a given one) with its weights, ``(path, mtime)``, on ``device``;
+    the last two asked for stay loaded."""
+    model = copy.deepcopy(network) if isinstance(network, nn.Module) else network()
     if weights is not None:
-        W.load_weights(model, weights)
+        W.load_weights(model, weights[0])
     return model.to(device)
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from .interop import InverseConsistentTransform, from_itk_transform
 from .interop.classical import ants_registration, elastix_registration
-from .methods import method_names
-from .parameter_files import read_parameter_file, step_options
+from .methods import method_names, takes_option
+from .parameter_files import STEP_KEYS, read_parameter_file, step_options
 from .registration import DeepRegistrationMethod
 from .transforms import invert
 
@@ -56,14 +56,19 @@ class TransformFileStep:
 
 def read_pipeline(paths) -> list:
     """The steps of a list of parameter files: ``(Registration "DeepRegistration")`` files
-    become method steps, every other file an elastix step. Every file is read and checked
-    (errors name the file and the line) before anything runs."""
+    become method steps, every other file an elastix step. Every file is read and checked,
+    down to options a method does not take (errors name the file and the line), before
+    anything runs."""
     steps = []
     for path in paths:
         parameters = read_parameter_file(path)
         if parameters.is_ours:
-            options = step_options(parameters, method_names())
-            steps.append(MethodStep(options.method, options.options))
+            step = step_options(parameters, method_names())
+            for option in step.options:
+                if not takes_option(step.method, option):
+                    key = next(k for k, spec in STEP_KEYS.items() if spec.option == option)
+                    raise step.error(option, f"the method {step.method} takes no {key}")
+            steps.append(MethodStep(step.method, step.options))
         else:
             steps.append(ElastixStep([parameters.as_elastix()]))
     return steps
@@ -111,10 +116,11 @@ def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
         registration.Update()
         return registration.GetTransform()
     if isinstance(step, TransformFileStep):
-        read = InverseConsistentTransform.Read(step.path, fixed, moving)
         if current is None:
-            return read
-        # the file maps the fixed image to the moving image as the steps before carried it
+            return InverseConsistentTransform.Read(step.path, fixed, moving)
+        # the file maps the fixed image to the moving image as the steps before carried it,
+        # which lies on the fixed grid
+        read = InverseConsistentTransform.Read(step.path, fixed, fixed)
         forward, backward = current.forward @ read.forward, read.backward @ current.backward
         return InverseConsistentTransform(forward, backward, fixed, moving)
     initial = None if current is None else current.GetITKTransform()
@@ -132,7 +138,9 @@ def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
 
 
 def _as_inverse_consistent(transform, fixed, moving):
-    if transform is None or isinstance(transform, InverseConsistentTransform):
-        return transform
+    if transform is None:
+        return None
+    if isinstance(transform, InverseConsistentTransform):
+        return transform.between(fixed, moving)
     value = from_itk_transform(transform, fixed, moving)
     return InverseConsistentTransform(value, invert(value), fixed, moving)

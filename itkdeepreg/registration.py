@@ -18,7 +18,7 @@ from .interop import (
     from_itk_transform,
     image_to_tensor,
 )
-from .methods import Pair, run_method
+from .methods import Pair, run_method, takes_option
 
 DEFAULT_METHOD = "unigradicon"
 
@@ -121,7 +121,9 @@ class DeepRegistrationMethod:
                 f"a {fixed.GetImageDimension()}D fixed and a {moving.GetImageDimension()}D "
                 "moving image"
             )
-        options = {"progress": self._show_progress, **self._options}
+        options = dict(self._options)
+        if takes_option(self._method, "progress"):
+            options["progress"] = self._show_progress
         fixed_tensor, fixed_geometry = image_to_tensor(fixed)
         moving_tensor, moving_geometry = image_to_tensor(moving)
         extras = {
@@ -154,7 +156,8 @@ class DeepRegistrationMethod:
         initial = self._inputs["InitialTransform"]
         if initial is None:
             return None, None
-        if isinstance(initial, InverseConsistentTransform):  # a result: its values, exactly
+        if isinstance(initial, InverseConsistentTransform):  # a result, with its inverse
+            initial = initial.between(fixed_geometry, moving_geometry)
             return initial.forward, initial.backward
         return from_itk_transform(initial, fixed_geometry, moving_geometry), None
 

@@ -56,6 +56,7 @@ def test_elastix_then_optimization_then_refinement_improves_dice_at_each_step(pa
             fixed, moving, [step], initial_transform=so_far, show_progress=False
         )
         scores.append(dice(so_far, pair).mean().item())
+    print("Dice after each step:", " -> ".join(f"{score:.3f}" for score in scores))
     assert scores[1] > scores[0] + 0.05 and scores[2] > scores[1] + 0.02 and scores[3] > scores[2]
 
     # the result as a transformix file: transformix applies it as ITK does
@@ -113,3 +114,23 @@ def test_an_ants_step_and_a_transform_file_step(pair, tmp_path):
         fixed, moving, [ants_step], initial_transform=from_file, show_progress=False
     )
     assert dice(result, pair).mean() > dice(from_file, pair).mean() + 0.01
+
+
+def test_an_elastix_bspline_step_is_imported_faithfully(pair):
+    """elastix's B-spline comes back as an ITK BSplineTransform, which an ElastixStep's result
+    samples on the spline's domain (8 points per cell in 2D)."""
+    from itkdeepreg.interop import InverseConsistentTransform, from_itk_transform
+    from itkdeepreg.interop.classical import elastix_registration
+
+    fixed, moving = pair[:2]
+    bspline = itk.ParameterObject.New().GetDefaultParameterMap("bspline", 2, 10.0)
+    bspline["MaximumNumberOfIterations"] = ["100"]
+    whole = elastix_registration(fixed, moving, [dict(bspline)])
+    value = from_itk_transform(whole, fixed, moving)  # what the step does with it
+    imported = InverseConsistentTransform(value, idr.invert(value), fixed, moving)
+    geometry = idr.ImageGeometry.from_image(fixed)
+    points = geometry.to_physical(np.random.default_rng(0).uniform(0.1, 0.9, (200, 2)))
+    by_elastix = np.array([whole.TransformPoint(p) for p in points.tolist()])
+    assert np.abs(by_elastix - points).max() > 1.0  # it registered
+    ours = np.array([imported.TransformPoint(p) for p in points])
+    assert np.abs(ours - by_elastix).max() < 0.1

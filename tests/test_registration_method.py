@@ -232,3 +232,39 @@ def test_a_network_method_loads_its_weights_strictly(brain, tmp_path):
     torch.save(state, tmp_path / "extra.pt")
     with pytest.raises(ValueError, match="unexpected extra.weight"):
         itk.deep_registration_method(fixed, moving, weights=str(tmp_path / "extra.pt"), **options)
+
+
+def test_any_function_is_a_method_and_a_result_starts_images_on_other_grids(brain):
+    """A plain function of the pair is a method (no progress option needed), and a result
+    used as the initial transform of images on other grids keeps its physical map."""
+    from itkdeepreg.optimize import OptimizationResult
+
+    pair, fixed, moving = brain
+
+    def half_voxel_shift(pair):
+        matrix = torch.eye(3, dtype=torch.float64)
+        matrix[0, 2] = 0.5 / (pair.fixed.shape[2] - 1)
+        return OptimizationResult(idr.Affine(matrix), idr.Affine(matrix).inverse())
+
+    _, shifted = itk.deep_registration_method(fixed, moving, method=half_voxel_shift)
+    point = [60.0, -90.0]
+    assert np.linalg.norm(np.subtract(shifted.TransformPoint(point), point)) > 0.5
+    coarse = itk.resample_image_filter(
+        fixed,
+        size=[50, 59],
+        output_spacing=[4.0, 4.0],
+        output_origin=fixed.GetOrigin(),
+        output_direction=fixed.GetDirection(),
+    )
+    still = {"levels": (1,), "iterations": (1,), "learning_rate": 1e-6}
+    _, again = itk.deep_registration_method(
+        coarse,
+        moving,
+        method="deformable",
+        initial_transform=shifted,
+        method_options=still,
+        show_progress=False,
+    )
+    np.testing.assert_allclose(
+        again.TransformPoint(point), shifted.TransformPoint(point), atol=1e-3
+    )

@@ -8,7 +8,7 @@ import torch
 
 from ..files import write_all
 from ..losses import jacobian_determinant
-from ..transforms import Transform, invert, to_physical
+from ..transforms import Transform, from_physical, invert, to_physical
 from .images import as_geometry, image_to_tensor, tensor_to_image
 from .transformix import write_transformix_parameters
 from .transforms import (
@@ -49,6 +49,21 @@ class InverseConsistentTransform:
         """The inverse: from the moving image to the fixed image."""
         return InverseConsistentTransform(
             self.backward, self.forward, self.moving_geometry, self.fixed_geometry
+        )
+
+    def between(self, fixed, moving) -> InverseConsistentTransform:
+        """The same physical map as values between the unit cubes of two other images (or
+        geometries): how a result starts a registration of images on other grids."""
+        fixed, moving = as_geometry(fixed), as_geometry(moving)
+        if fixed == self.fixed_geometry and moving == self.moving_geometry:
+            return self
+        forward = to_physical(self.forward, self.fixed_geometry, self.moving_geometry)
+        backward = to_physical(self.backward, self.moving_geometry, self.fixed_geometry)
+        return InverseConsistentTransform(
+            from_physical(forward, fixed, moving),
+            from_physical(backward, moving, fixed),
+            fixed,
+            moving,
         )
 
     def Warp(self, image, mode="linear"):

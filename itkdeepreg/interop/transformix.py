@@ -35,6 +35,12 @@ def write_transformix_parameters(transform: Transform, path, fixed, moving, fiel
     Both files are written whole or not at all: the targets are checked before the field is
     evaluated, and if either cannot be written, neither is left behind.
     """
+    write_all(transformix_outputs(transform, path, fixed, moving, field_path))
+
+
+def transformix_outputs(transform: Transform, path, fixed, moving, field_path=None) -> list:
+    """The two outputs of :func:`write_transformix_parameters` as ``(path, write, suffixes)``
+    for :func:`~itkdeepreg.files.write_all`, to be written with other files, all or none."""
     fixed, moving = _geometries(transform, fixed, moving)
     path = os.fspath(path)
     if field_path is None:
@@ -48,16 +54,14 @@ def write_transformix_parameters(transform: Transform, path, fixed, moving, fiel
         raise ValueError(f"the parameter file and the field cannot both be {path}")
     values = _transformix_values(field_path, fixed)
     parameter_text(values)  # refuses unwritable values (a quote in the path) before the work
-    write_all(
-        [
-            (
-                field_path,
-                lambda t: write_displacement_field(transform, t, fixed, moving),
-                FIELD_SUFFIXES,
-            ),
-            (path, lambda t: write_parameter_file(values, t), PARAMETER_FILE_SUFFIXES),
-        ]
-    )
+    return [
+        (
+            field_path,
+            lambda t: write_displacement_field(transform, t, fixed, moving),
+            FIELD_SUFFIXES,
+        ),
+        (path, lambda t: write_parameter_file(values, t), PARAMETER_FILE_SUFFIXES),
+    ]
 
 
 def _transformix_values(field_path: str, fixed) -> dict:
