@@ -21,7 +21,6 @@ from .interop.classical import ants_registration, elastix_registration
 from .methods import method_names, takes_option
 from .parameter_files import STEP_KEYS, read_parameter_file, step_options
 from .registration import DeepRegistrationMethod
-from .transforms import invert
 
 
 @dataclass
@@ -134,7 +133,7 @@ def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
     else:
         raise TypeError(f"not a pipeline step: {step!r}")
     value = from_itk_transform(whole, fixed, moving)
-    return InverseConsistentTransform(value, invert(value), fixed, moving)
+    return InverseConsistentTransform(value, None, fixed, moving)  # inverse when needed
 
 
 def _as_inverse_consistent(transform, fixed, moving):
@@ -143,4 +142,4 @@ def _as_inverse_consistent(transform, fixed, moving):
     if isinstance(transform, InverseConsistentTransform):
         return transform.between(fixed, moving)
     value = from_itk_transform(transform, fixed, moving)
-    return InverseConsistentTransform(value, invert(value), fixed, moving)
+    return InverseConsistentTransform(value, None, fixed, moving)  # inverse when needed

@@ -25,16 +25,24 @@ class InverseConsistentTransform:
     """The map from the fixed image to the moving image, and its inverse.
 
     ``forward`` maps the fixed image's unit cube to the moving image's and ``backward`` the
-    reverse (transform values); ``fixed`` and ``moving`` are ``itk.Image`` or
+    reverse (transform values; ``None`` computes it with
+    :func:`~itkdeepreg.transforms.invert` when it is first used); ``fixed`` and ``moving`` are
+    ``itk.Image`` or
     :class:`~itkdeepreg.geometry.ImageGeometry`. As an ITK transform it maps a physical fixed
     point to a physical moving point, which is what ``itk.ResampleImageFilter``, ANTs and
     transformix expect of the transform that warps the moving image onto the fixed one.
     :meth:`GetITKTransform` is the ``itk.CompositeTransform`` to hand to ITK filters.
     """
 
-    def __init__(self, forward: Transform, backward: Transform, fixed, moving):
-        self.forward, self.backward = forward, backward
+    def __init__(self, forward: Transform, backward: Transform | None, fixed, moving):
+        self.forward, self._backward = forward, backward
         self.fixed_geometry, self.moving_geometry = as_geometry(fixed), as_geometry(moving)
+
+    @property
+    def backward(self) -> Transform:
+        if self._backward is None:  # only now: warping and Jacobians need no inverse
+            self._backward = invert(self.forward)
+        return self._backward
 
     def TransformPoint(self, point):
         """The moving physical point (LPS mm, x-y-z) of a fixed physical point."""
@@ -131,9 +139,7 @@ class InverseConsistentTransform:
         ``inverse_path`` the inverse is computed (exact for affine maps, by fixed-point
         iteration for displacement fields)."""
         forward = read_transform(path, fixed, moving)
-        backward = (
-            invert(forward) if inverse_path is None else read_transform(inverse_path, moving, fixed)
-        )
+        backward = None if inverse_path is None else read_transform(inverse_path, moving, fixed)
         return cls(forward, backward, fixed, moving)
 
 
