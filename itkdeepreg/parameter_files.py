@@ -19,7 +19,7 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .files import write_atomically
@@ -105,48 +105,42 @@ def read_parameter_file(path) -> ParameterMap:
     return parse_parameter_text(text, name)
 
 
+_TOKEN = re.compile(r'\s+|//.*|[()]|"[^"]*"?|(?:(?!//)[^\s()"])+')
+
+
 def _parse_line(line: str, path: str, number: int):
     """``(key, values)`` of one line, or ``None`` for a blank or comment line."""
     tokens = []  # (text, quoted)
     opened = closed = False
-    i, n = 0, len(line)
-    while i < n:
-        char = line[i]
-        if char.isspace():
-            i += 1
-        elif line.startswith("//", i):
-            break
-        elif closed:
-            if char == "(":
+    for match in _TOKEN.finditer(line):
+        token = match.group()
+        if token.isspace() or token.startswith("//"):
+            continue
+        if closed:
+            if token == "(":
                 raise _error(path, number, "two entries on one line; write one entry per line")
-            raise _error(path, number, f"unexpected text after the entry: {line[i:].strip()!r}")
-        elif not opened:
-            if char == ")":
+            rest = line[match.start() :].strip()
+            raise _error(path, number, f"unexpected text after the entry: {rest!r}")
+        if not opened:
+            if token == ")":
                 raise _error(path, number, "unbalanced parentheses: ')' without '('")
-            if char != "(":
+            if token != "(":
                 raise _error(
                     path,
                     number,
                     f"expected one (Key value ...) entry or a // comment, got {line.strip()!r}",
                 )
             opened = True
-            i += 1
-        elif char == "(":
+        elif token == "(":
             raise _error(path, number, "unbalanced parentheses: '(' inside an entry")
-        elif char == ")":
+        elif token == ")":
             closed = True
-            i += 1
-        elif char == '"':
-            end = line.find('"', i + 1)
-            if end < 0:
+        elif token.startswith('"'):
+            if len(token) < 2 or not token.endswith('"'):
                 raise _error(path, number, 'unbalanced quotes: a string has no closing "')
-            tokens.append((line[i + 1 : end], True))
-            i = end + 1
+            tokens.append((token[1:-1], True))
         else:
-            start = i
-            while i < n and not (line[i].isspace() or line[i] in '()"' or line.startswith("//", i)):
-                i += 1
-            tokens.append((line[start:i], False))
+            tokens.append((token, False))
     if not opened:
         return None
     if not closed:
@@ -230,34 +224,111 @@ class _Invalid(Exception):
 
 @dataclass(frozen=True)
 class _StepKey:
+    """A key of our steps, the keyword option it sets, and the values it takes.
+
+    ``kind`` is ``"choice"`` (``rule`` maps the names written in files to the option's values;
+    a name is read in any case, ``_`` ignored), ``"int"``, ``"float"`` or ``"number"`` (an int
+    where the text is one, else a float; ``rule`` is the bound, ``"> 0"`` or ``">= 1"``),
+    ``"bool"``, or ``"str"`` (``rule``: ``None``, or a pattern the text must match and how to
+    say it). ``many``: one value or more, as a tuple, rather than exactly one.
+    """
+
     key: str
     option: str
-    parse: Callable[[tuple[str, ...]], object]  # values as strings -> option value
-    format: Callable[[object], tuple]  # option value -> values to write
+    kind: str
+    rule: object = None
+    many: bool = False
 
 
-def _one(values):
-    if len(values) != 1:
-        raise _Invalid(f"takes one value, got {len(values)}")
-    return values[0]
+_MODALITIES = {"CT": "ct", "MRI": "mri"}
+_IO_KINDS = {"Fields": "fields", "Weights": "weights"}
+_PARAMETERIZATIONS = {"Velocity": "velocity", "Displacement": "displacement"}
+# the options of Metric and Regularization are the keys of itkdeepreg.methods.SIMILARITIES and
+# itkdeepreg.optimize.deformable.REGULARIZERS (a test checks; they are not imported: torch)
+_METRICS = {
+    "LNCC": "lncc",
+    "SquaredLNCC": "squared_lncc",
+    "MIND": "mind",
+    "NCC": "ncc",
+    "MSE": "mse",
+    "MutualInformation": "mutual_information",
+}
+_REGULARIZERS = {
+    "Diffusion": "diffusion",
+    "BendingEnergy": "bending_energy",
+    "GradICON": "gradicon",
+    "ICON": "icon",
+}
+_DEVICE = (r"cpu|cuda(:\d+)?", '"cpu", "cuda" or "cuda:N"')
+
+STEP_KEYS = {
+    spec.key: spec
+    for spec in [
+        _StepKey("Model", "method", "str"),
+        _StepKey("FixedModality", "fixed_modality", "choice", _MODALITIES),
+        _StepKey("MovingModality", "moving_modality", "choice", _MODALITIES),
+        _StepKey("InstanceOptimizationIterations", "io_iterations", "int", ">= 0"),
+        _StepKey("InstanceOptimization", "io_kind", "choice", _IO_KINDS),
+        _StepKey("Metric", "similarity", "choice", _METRICS),
+        _StepKey("Weights", "weights", "str"),
+        _StepKey("Device", "device", "str", _DEVICE),
+        _StepKey("MaximumNumberOfIterations", "iterations", "int", ">= 1", many=True),
+        _StepKey("ImagePyramidSchedule", "levels", "number", ">= 1", many=True),
+        _StepKey("Transform", "parameterization", "choice", _PARAMETERIZATIONS),
+        _StepKey("Symmetric", "symmetric", "bool"),
+        _StepKey("LearningRate", "learning_rate", "float", "> 0"),
+    ]
+}
+"""Our step's keys, except ``Registration`` (the marker) and ``Regularization`` with
+``RegularizationWeight`` (together the ``regularization`` option, a dict of weights by name)."""
+
+_REGULARIZATION = _StepKey("Regularization", "regularization", "choice", _REGULARIZERS, many=True)
+_WEIGHT = _StepKey("RegularizationWeight", "regularization", "float", ">= 0", many=True)
+_ALL_KEYS = ["Registration", *STEP_KEYS, _REGULARIZATION.key, _WEIGHT.key]
 
 
-def _integer(text, minimum):
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise _Invalid(f'takes integers, not "{text}"')
-    number = int(text)
-    if number < minimum:
-        raise _Invalid(f"takes integers >= {minimum}, not {number}")
-    return number
+def _parse(spec: _StepKey, values: tuple[str, ...]):
+    """The option value of ``spec.key``'s values, or :class:`_Invalid`."""
+    if not spec.many:
+        if len(values) != 1:
+            raise _Invalid(f"takes one value, got {len(values)}")
+        return _read(spec, values[0])
+    if not values:
+        noun = {"int": "integers", "choice": "names"}.get(spec.kind, "numbers")
+        raise _Invalid(f"takes one or more {noun}")
+    return tuple(_read(spec, text) for text in values)
 
 
-def _number(text, check, requirement, integer_if_whole=False):
+def _read(spec: _StepKey, text: str):
+    """The option value of one value of ``spec.key``, or :class:`_Invalid`."""
+    kind, rule = spec.kind, spec.rule
+    if kind == "choice":
+        by_normal = {_normal(name): option for name, option in rule.items()}
+        if _normal(text) not in by_normal:
+            quoted = [f'"{name}"' for name in rule]
+            raise _Invalid(f'takes {", ".join(quoted[:-1])} or {quoted[-1]}, not "{text}"')
+        return by_normal[_normal(text)]
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise _Invalid(f'takes "true" or "false", not "{text}"')
+        return text.lower() == "true"
+    if kind == "str":
+        if rule is not None and not re.fullmatch(rule[0], text):
+            raise _Invalid(f'takes {rule[1]}, not "{text}"')
+        return text
+    whole = re.fullmatch(r"[+-]?\d+", text)
+    if kind == "int":
+        if not whole:
+            raise _Invalid(f'takes integers, not "{text}"')
+        if not _meets(int(text), rule):
+            raise _Invalid(f"takes integers {rule}, not {int(text)}")
+        return int(text)
     try:
-        number = int(text) if integer_if_whole and re.fullmatch(r"[+-]?\d+", text) else float(text)
+        number = int(text) if whole and kind == "number" else float(text)
     except ValueError:
         raise _Invalid(f'takes numbers, not "{text}"') from None
-    if not math.isfinite(number) or not check(number):
-        raise _Invalid(f"takes numbers {requirement}, not {text}")
+    if not math.isfinite(number) or not _meets(number, rule):
+        raise _Invalid(f"takes numbers {rule}, not {text}")
     return number
 
 
@@ -265,132 +336,31 @@ def _normal(name: str) -> str:
     return name.lower().replace("_", "")
 
 
-def _choice(names: dict[str, str]) -> tuple[Callable, Callable]:
-    """Parse and format for one of ``names`` (file name -> option), any case, ``_`` ignored."""
-    by_normal = {_normal(name): option for name, option in names.items()}
-    by_option = {option: name for name, option in names.items()}
-    quoted = [f'"{name}"' for name in names]
-    allowed = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
-
-    def parse_one(text):
-        if _normal(text) not in by_normal:
-            raise _Invalid(f'takes {allowed}, not "{text}"')
-        return by_normal[_normal(text)]
-
-    def parse(values):
-        return parse_one(_one(values))
-
-    def format(option):
-        if option not in by_option:
-            raise _Invalid(f"takes {' or '.join(repr(o) for o in by_option)}, not {option!r}")
-        return (by_option[option],)
-
-    parse.one = parse_one
-    format.names = by_option
-    return parse, format
+def _meets(number, bound: str) -> bool:
+    """Whether ``number`` is within ``bound``, ``"> 0"`` or ``">= 1"``."""
+    relation, limit = bound.split()
+    return number > float(limit) if relation == ">" else number >= float(limit)
 
 
-def _sequence(value) -> tuple:
+def _write(spec: _StepKey, value) -> tuple:
+    """The values to write for the option value ``value``, or :class:`_Invalid`."""
+    if spec.kind == "choice":
+        names = {option: name for name, option in spec.rule.items()}
+        if value not in names:
+            raise _Invalid(f"takes {' or '.join(map(repr, names))}, not {value!r}")
+        return (names[value],)
+    if spec.kind == "bool" and not isinstance(value, bool):
+        raise _Invalid(f"takes True or False, not {value!r}")
+    if spec.kind == "str":
+        if spec.rule is not None:
+            value = str(value)  # a torch.device prints as "cuda:0"
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            raise _Invalid(f"takes a string, not {value!r}")
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
         return (value,)
     return tuple(value)
-
-
-def _string(values):
-    return _one(values)
-
-
-def _format_string(value):
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str):
-        raise _Invalid(f"takes a string, not {value!r}")
-    return (value,)
-
-
-def _device(values):
-    text = _one(values)
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise _Invalid(f'takes "cpu", "cuda" or "cuda:N", not "{text}"')
-    return text
-
-
-def _format_device(value):
-    return _format_string(str(value))  # a torch.device prints as "cuda:0"
-
-
-def _iterations(values):
-    if not values:
-        raise _Invalid("takes one or more integers")
-    return tuple(_integer(text, 1) for text in values)
-
-
-def _levels(values):
-    if not values:
-        raise _Invalid("takes one or more numbers")
-    return tuple(_number(text, lambda x: x >= 1, ">= 1", integer_if_whole=True) for text in values)
-
-
-def _io_iterations(values):
-    return _integer(_one(values), 0)
-
-
-def _learning_rate(values):
-    return _number(_one(values), lambda x: x > 0, "> 0")
-
-
-def _boolean(values):
-    text = _one(values).lower()
-    if text not in ("true", "false"):
-        raise _Invalid(f'takes "true" or "false", not "{_one(values)}"')
-    return text == "true"
-
-
-def _format_boolean(value):
-    if not isinstance(value, bool):
-        raise _Invalid(f"takes True or False, not {value!r}")
-    return (value,)
-
-
-_modality = _choice({"CT": "ct", "MRI": "mri"})
-_io_kind = _choice({"Fields": "fields", "Weights": "weights"})
-_similarity = _choice(
-    {
-        "LNCC": "lncc",
-        "SquaredLNCC": "squared_lncc",
-        "MIND": "mind",
-        "NCC": "ncc",
-        "MSE": "mse",
-        "MutualInformation": "mutual_information",
-    }
-)
-_parameterization = _choice({"Velocity": "velocity", "Displacement": "displacement"})
-_regularizer = _choice(
-    {"Diffusion": "diffusion", "BendingEnergy": "bending_energy", "GradICON": "gradicon"}
-)
-
-STEP_KEYS = {
-    k.key: k
-    for k in [
-        _StepKey("Model", "method", _string, _format_string),
-        _StepKey("FixedModality", "fixed_modality", *_modality),
-        _StepKey("MovingModality", "moving_modality", *_modality),
-        _StepKey("InstanceOptimizationIterations", "io_iterations", _io_iterations, _sequence),
-        _StepKey("InstanceOptimization", "io_kind", *_io_kind),
-        _StepKey("Metric", "similarity", *_similarity),
-        _StepKey("Weights", "weights", _string, _format_string),
-        _StepKey("Device", "device", _device, _format_device),
-        _StepKey("MaximumNumberOfIterations", "iterations", _iterations, _sequence),
-        _StepKey("ImagePyramidSchedule", "levels", _levels, _sequence),
-        _StepKey("Transform", "parameterization", *_parameterization),
-        _StepKey("Symmetric", "symmetric", _boolean, _format_boolean),
-        _StepKey("LearningRate", "learning_rate", _learning_rate, _sequence),
-    ]
-}
-"""Our step's keys, except ``Registration`` (the marker) and ``Regularization`` with
-``RegularizationWeight`` (together the ``regularization`` option, a dict of weights by name)."""
-
-_ALL_KEYS = ["Registration", *STEP_KEYS, "Regularization", "RegularizationWeight"]
 
 
 @dataclass
@@ -409,6 +379,14 @@ class StepOptions:
     def error(self, option: str, message: str) -> ParameterFileError:
         """A :class:`ParameterFileError` ``"path:line: message"`` at ``option``'s line."""
         return _error(self.path, self.lines.get(option), message)
+
+
+def step_key(option: str) -> str:
+    """The key of a step file that sets the keyword ``option`` (``"regularization"`` is set by
+    ``Regularization`` with ``RegularizationWeight``)."""
+    return next(
+        spec.key for spec in (*STEP_KEYS.values(), _REGULARIZATION) if spec.option == option
+    )
 
 
 def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepOptions:
@@ -439,14 +417,8 @@ def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepO
             lines["Registration"],
             'this step names no method: add a (Model "...") entry, e.g. (Model "unigradicon")',
         )
-    options, option_lines = {}, {}
-    for key, spec in STEP_KEYS.items():
-        if key in values:
-            try:
-                options[spec.option] = spec.parse(values[key])
-            except _Invalid as error:
-                raise _error(path, lines[key], f"{key} {error}") from None
-            option_lines[spec.option] = lines[key]
+    options = {s.option: _option(parameter_map, s) for s in STEP_KEYS.values() if s.key in values}
+    option_lines = {s.option: lines[s.key] for s in STEP_KEYS.values() if s.key in values}
     method = options.pop("method")
     if method not in methods:
         known = ", ".join(f'"{m}"' for m in sorted(methods))
@@ -467,6 +439,15 @@ def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepO
     return StepOptions(method, options, option_lines, path)
 
 
+def _option(parameter_map: ParameterMap, spec: _StepKey):
+    """The option value of ``spec.key`` in ``parameter_map``, or an error at its line."""
+    try:
+        return _parse(spec, parameter_map.values[spec.key])
+    except _Invalid as error:
+        line = parameter_map.lines[spec.key]
+        raise _error(parameter_map.path, line, f"{spec.key} {error}") from None
+
+
 def _regularization(parameter_map):
     values, lines, path = parameter_map.values, parameter_map.lines, parameter_map.path
     names, weights = values.get("Regularization"), values.get("RegularizationWeight")
@@ -484,11 +465,7 @@ def _regularization(parameter_map):
             lines["Regularization"],
             "Regularization without RegularizationWeight: give one weight per regularizer",
         )
-    parse_name = _regularizer[0].one
-    try:
-        parsed = [parse_name(name) for name in names]
-    except _Invalid as error:
-        raise _error(path, lines["Regularization"], f"Regularization {error}") from None
+    parsed = _option(parameter_map, _REGULARIZATION)
     if len(set(parsed)) != len(parsed):
         raise _error(path, lines["Regularization"], "Regularization names a regularizer twice")
     if len(weights) != len(names):
@@ -499,11 +476,7 @@ def _regularization(parameter_map):
             f"{_count(names, 'Regularization name')} (line {lines['Regularization']}): "
             "give one weight per regularizer",
         )
-    try:
-        numbers_ = [_number(w, lambda x: x >= 0, ">= 0") for w in weights]
-    except _Invalid as error:
-        raise _error(path, lines["RegularizationWeight"], f"RegularizationWeight {error}") from None
-    return dict(zip(parsed, numbers_))
+    return dict(zip(parsed, _option(parameter_map, _WEIGHT)))
 
 
 def _count(items, noun):
@@ -543,10 +516,12 @@ def step_parameters(method: str, **options) -> dict[str, tuple]:
 
 
 def _checked(spec: _StepKey, value) -> tuple:
-    """``spec.format(value)``, checked by reading its text back as :func:`step_options` will."""
+    """The values to write for ``value``, checked by reading their text back as
+    :func:`step_options` will."""
     try:
-        written = spec.format(value)
-        spec.parse(tuple(_format_value(spec.key, v).strip('"') for v in written))
+        written = _write(spec, value)
+        text = parameter_text({spec.key: written}) if written else ""
+        _parse(spec, parse_parameter_text(text).values.get(spec.key, ()))
     except (_Invalid, TypeError, ValueError) as error:
         raise ValueError(f"{spec.option}={value!r}: {spec.key} {error}") from None
     return written
@@ -558,7 +533,7 @@ def _regularization_entries(regularization) -> dict:
             f"regularization={regularization!r}: give a dict of weights by regularizer name, "
             'e.g. {"diffusion": 0.05}'
         )
-    names = _regularizer[1].names
+    names = {option: name for name, option in _REGULARIZERS.items()}
     for name, weight in regularization.items():
         if name not in names:
             raise ValueError(

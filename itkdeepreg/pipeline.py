@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .interop import InverseConsistentTransform, from_itk_transform
 from .interop.classical import ants_registration, elastix_registration
 from .methods import method_names, takes_option
-from .parameter_files import STEP_KEYS, read_parameter_file, step_options
+from .parameter_files import read_parameter_file, step_key, step_options
 from .registration import DeepRegistrationMethod
 
 
@@ -65,8 +65,8 @@ def read_pipeline(paths) -> list:
             step = step_options(parameters, method_names())
             for option in step.options:
                 if not takes_option(step.method, option):
-                    key = next(k for k, spec in STEP_KEYS.items() if spec.option == option)
-                    raise step.error(option, f"the method {step.method} takes no {key}")
+                    message = f"the method {step.method} takes no {step_key(option)}"
+                    raise step.error(option, message)
             steps.append(MethodStep(step.method, step.options))
         else:
             steps.append(ElastixStep([parameters.as_elastix()]))

@@ -449,6 +449,47 @@ def test_step_parameters_refuses_what_cannot_be_read_back(options, message):
         step_parameters("deformable", **options)
 
 
+def test_step_parameters_writes_paths_and_devices_as_strings(tmp_path):
+    torch = pytest.importorskip("torch")
+    entries = step_parameters(
+        "deformable", weights=tmp_path / "w.trch", device=torch.device("cuda", 1)
+    )
+    assert entries["Weights"] == (str(tmp_path / "w.trch"),)
+    assert entries["Device"] == ("cuda:1",)
+    with pytest.raises(ValueError, match="weights=5: Weights takes a string"):
+        step_parameters("deformable", weights=5)
+
+
+def test_the_metric_and_regularizer_names_are_the_methods_names():
+    """The table's metrics and regularizers are those the methods know, all of them, and each
+    one goes through a step file and back."""
+    from itkdeepreg.methods import SIMILARITIES
+    from itkdeepreg.optimize.deformable import REGULARIZERS
+    from itkdeepreg.parameter_files import _REGULARIZERS, STEP_KEYS
+
+    assert sorted(STEP_KEYS["Metric"].rule.values()) == sorted(SIMILARITIES)
+    assert sorted(_REGULARIZERS.values()) == sorted(REGULARIZERS)
+    for similarity in SIMILARITIES:
+        entries = step_parameters("deformable", similarity=similarity)
+        step = step_options(parse_parameter_text(parameter_text(entries)), METHODS)
+        assert step.options == {"similarity": similarity}
+    regularization = {name: float(weight) for weight, name in enumerate(REGULARIZERS)}
+    entries = step_parameters("deformable", regularization=regularization)
+    assert "ICON" in entries["Regularization"]
+    step = step_options(parse_parameter_text(parameter_text(entries)), METHODS)
+    assert step.options == {"regularization": regularization}
+
+
+def test_icon_is_a_regularizer():
+    step = step_options(
+        parse_parameter_text(
+            step_text("(Regularization icon GradICON)", "(RegularizationWeight 1 2)")
+        ),
+        METHODS,
+    )
+    assert step.options == {"regularization": {"icon": 1.0, "gradicon": 2.0}}
+
+
 def test_parameter_text_is_what_write_writes(tmp_path):
     entries = step_parameters("deformable", similarity="ncc", iterations=(5,), levels=(1,))
     write_parameter_file(entries, tmp_path / "s.txt")

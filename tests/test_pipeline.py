@@ -134,3 +134,14 @@ def test_an_elastix_bspline_step_is_imported_faithfully(pair):
     assert np.abs(by_elastix - points).max() > 1.0  # it registered
     ours = np.array([imported.TransformPoint(p) for p in points])
     assert np.abs(ours - by_elastix).max() < 0.1
+
+
+def test_an_option_the_method_does_not_take_names_its_key_and_line(tmp_path):
+    (tmp_path / "deep.txt").write_text(
+        '(Registration "DeepRegistration")\n(Model "affine")\n'
+        '(Regularization "Diffusion")\n(RegularizationWeight 0.1)\n'
+    )
+    with pytest.raises(
+        ParameterFileError, match=r"deep\.txt:3: the method affine takes no Regularization"
+    ):
+        read_pipeline([tmp_path / "deep.txt"])
