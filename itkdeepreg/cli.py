@@ -33,9 +33,15 @@ import torch
 
 from . import __version__
 from .files import temporary_name, write_all
-from .interop import InverseConsistentTransform, as_geometry, check_scalar_image, set_geometry
+from .geometry import ImageGeometry
+from .interop import InverseConsistentTransform, check_scalar_image, tensor_to_image
 from .interop.transformix import transformix_outputs
-from .interop.transforms import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, write_transform
+from .interop.transforms import (
+    FIELD_SUFFIXES,
+    TRANSFORM_SUFFIXES,
+    itk_error_message,
+    read_itk_transform,
+)
 from .methods import SIMILARITIES, method_names, method_options
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
 
@@ -497,12 +503,8 @@ def _register(args) -> int:
     transform = registration.GetTransform()
 
     writers = {
-        "--transform-out": lambda t: write_transform(
-            transform.forward, t, transform.fixed_geometry, transform.moving_geometry
-        ),
-        "--inverse-out": lambda t: write_transform(
-            transform.backward, t, transform.moving_geometry, transform.fixed_geometry
-        ),
+        "--transform-out": transform.Write,
+        "--inverse-out": lambda t: transform.GetInverseTransform().Write(t),
         "--warped-out": lambda t: _write_image(registration.GetOutput(), t),
         "--field-out": transform.WriteDisplacementField,
         "--jacobian-out": lambda t: _write_image(transform.GetJacobianDeterminant(), t),
@@ -577,9 +579,11 @@ def _warp(args) -> int:
     if args.interpolation == "label":
         warped = _warp_labels(moving, array, fixed, transform)
     else:
-        values = _resample(moving, array.astype(np.float64), fixed, transform, args.interpolation)
-        warped = _as_pixel_type(values, array.dtype)
-    write_all([(args.out, lambda t: _write_image(_on_grid(warped, fixed), t), IMAGE_SUFFIXES)])
+        warped = _resample(moving, array.astype(np.float64), fixed, transform, args.interpolation)
+    image = tensor_to_image(  # in the moving image's pixel type, on the fixed grid
+        torch.from_numpy(warped), ImageGeometry.from_image(fixed), itk.template(moving)[1][0]
+    )
+    write_all([(args.out, lambda t: _write_image(image, t), IMAGE_SUFFIXES)])
     return 0
 
 
@@ -625,22 +629,6 @@ def _warp_labels(moving, array, fixed, transform) -> np.ndarray:
         best[better] = probability[better]
         result[better] = label
     return result
-
-
-def _as_pixel_type(values: np.ndarray, dtype) -> np.ndarray:
-    """Values in a pixel type: integers rounded to nearest and clipped to the type's range."""
-    if np.issubdtype(dtype, np.integer):
-        limits = np.iinfo(dtype)
-        values = np.clip(np.rint(values), limits.min, limits.max)
-    return values.astype(dtype)
-
-
-def _on_grid(array: np.ndarray, reference):
-    """An image of ``array`` with the geometry of ``reference`` (its start index folded into
-    the origin)."""
-    image = itk.image_from_array(np.ascontiguousarray(array))
-    set_geometry(image, as_geometry(reference))
-    return image
 
 
 def _jacobian(args) -> int:
@@ -777,7 +765,7 @@ def _elastix(args) -> int:
             if "elastix" not in str(error).lower():
                 raise
             # a parameter map elastix refuses: the user's, not a bug of ours
-            raise CommandError(f"elastix failed on a -p map: {_itk_message(error)}") from None
+            raise CommandError(f"elastix failed on a -p map: {itk_error_message(error)}") from None
         write_all(
             [
                 (paths["result"], lambda t: _write_image(warped, t), _OUR_SUFFIXES),
@@ -822,7 +810,7 @@ def _apply(args) -> int:
             parameters.ReadParameterFile(args.parameters)
             result = itk.transformix_filter(image, parameters)
         except RuntimeError as error:
-            raise CommandError(f"transformix: {_itk_message(error)}") from None
+            raise CommandError(f"transformix: {itk_error_message(error)}") from None
         write_all([(result_path, lambda t: _write_image(result, t), _OUR_SUFFIXES)])
     print(f"wrote {result_path}")
     return 0
@@ -843,7 +831,7 @@ def _read_image(path, flag, scalar=True):
     try:
         image = itk.imread(os.fspath(path))
     except RuntimeError as error:
-        raise CommandError(f"{flag}: cannot read {path}: {_itk_message(error)}") from None
+        raise CommandError(f"{flag}: cannot read {path}: {itk_error_message(error)}") from None
     except TypeError:  # itk.TemplateTypeError: a pixel type ITK Python does not wrap
         raise CommandError(
             f"{flag}: cannot read {path}: ITK Python has no reader for its pixel type"
@@ -861,32 +849,9 @@ def _read_itk_transform(path, flag):
     _require_file(path, flag)
     try:
         with _native_stderr_silenced():  # HDF5 prints its own diagnostics on a bad file
-            transforms = itk.transformread(os.fspath(path))
-    except RuntimeError as error:
-        if _looks_like_parameter_file(path):
-            raise CommandError(
-                f"{flag}: {path} is an elastix parameter file; give an ITK transform file "
-                "(.h5, .tfm, .txt, ANTs .mat)"
-            ) from None
-        raise CommandError(
-            f"{flag}: {path} is not a transform file ITK reads: {_itk_message(error)}"
-        ) from None
-    if len(transforms) != 1:
-        raise CommandError(
-            f"{flag}: {path} holds {len(transforms)} transforms outside a CompositeTransform; "
-            "their order is ambiguous"
-        )
-    return transforms[0]
-
-
-def _looks_like_parameter_file(path) -> bool:
-    """Whether a file starts like an elastix parameter file: ``(Key ...)`` or ``//``."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            start = file.read(4096).lstrip()
-    except OSError:
-        return False
-    return start.startswith(("(", "//"))
+            return read_itk_transform(path)
+    except ValueError as error:
+        raise CommandError(f"{flag}: {error}") from None
 
 
 def _write_image(image, path) -> None:
@@ -949,20 +914,6 @@ def _native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _itk_message(error) -> str:
-    """The useful line of an ITK exception's text (after ``ITK ERROR: ...:``)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for number, line in enumerate(lines):
-        if "ITK ERROR" in line:
-            text = line.split("ITK ERROR", 1)[1].lstrip(":").strip()
-            if "): " in text:
-                text = text.split("): ", 1)[1]
-            if not text and number + 1 < len(lines):
-                text = lines[number + 1]
-            return text
-    return lines[0] if lines else type(error).__name__
 
 
 if __name__ == "__main__":

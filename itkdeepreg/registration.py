@@ -9,15 +9,13 @@ optimization) or registration by optimization.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .interop import (
     InverseConsistentTransform,
-    as_geometry,
     check_scalar_image,
     from_itk_transform,
     image_to_tensor,
 )
+from .interop.images import check_same_grid
 from .methods import Pair, run_method, takes_option
 
 DEFAULT_METHOD = "unigradicon"
@@ -167,15 +165,7 @@ class DeepRegistrationMethod:
         extra = self._inputs[name]
         if extra is None:
             return None
-        check_scalar_image(extra, name)
-        expected, geometry = as_geometry(image), as_geometry(extra)
-        same = geometry.shape == expected.shape and np.allclose(
-            geometry.unit_to_physical, expected.unit_to_physical, atol=1e-3
-        )
-        if not same:
-            raise ValueError(
-                f"the {name} must have its image's grid (size, origin, spacing, direction)"
-            )
+        check_same_grid(extra, image, name)
         return image_to_tensor(extra)[0]
 
     def _result(self, value):

@@ -55,12 +55,27 @@ import warnings
 
 import itk
 import numpy as np
+import torch
 
-from .images import check_scalar_image
+from ..geometry import ImageGeometry
+from .images import (
+    as_geometry,
+    check_same_grid,
+    check_scalar_image,
+    image_to_tensor,
+    tensor_to_image,
+)
+from .transforms import (
+    FIELD_SUFFIXES,
+    _affine_transform,
+    _field_transform,
+    _flatten,
+    _linear_matrix,
+    _probe_points,
+)
 
 INSTALL_HINT = 'pip install "itkdeepreg[interop]"'
 ANTS_THREADS_VARIABLE = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
-FIELD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # antsRegistrationSyN[Quick][Repro][<subtype>(,<metric parameter>(,<spline distance>))] as
 # ANTsPy 0.6 parses it; the other names are checked by ANTsPy itself
@@ -225,28 +240,7 @@ def _check_pair(fixed, moving) -> int:
 def _check_mask(mask, image, name):
     if mask is None:
         return
-    check_scalar_image(mask, name)
-    image_name = name.split("_")[0]
-    if mask.GetImageDimension() != image.GetImageDimension():
-        raise ValueError(f"{name} is {mask.GetImageDimension()}D; the {image_name} image is not")
-    same = (
-        tuple(mask.GetLargestPossibleRegion().GetSize())
-        == tuple(image.GetLargestPossibleRegion().GetSize())
-        and np.allclose(mask.GetSpacing(), image.GetSpacing(), rtol=1e-6, atol=0)
-        and np.allclose(
-            itk.array_from_matrix(mask.GetDirection()),
-            itk.array_from_matrix(image.GetDirection()),
-            atol=1e-6,
-        )
-        and np.allclose(
-            mask.GetOrigin(), image.GetOrigin(), atol=1e-6 * max(image.GetSpacing()), rtol=0
-        )
-    )
-    if not same:
-        raise ValueError(
-            f"{name} must lie on the {image_name} image's grid (same size, origin, spacing "
-            "and direction); resample it onto that grid first"
-        )
+    check_same_grid(mask, image, name)
     if not np.any(itk.array_view_from_image(mask)):
         raise ValueError(f"{name} is empty: no voxel is non-zero")
 
@@ -306,15 +300,6 @@ def _precision(transform):
         return None
 
 
-def _flatten(transform) -> list:
-    """The parts of a transform in ITK queue order, nested composites expanded."""
-    transform = itk.down_cast(transform)
-    if transform.GetNameOfClass() == "CompositeTransform":
-        count = transform.GetNumberOfTransforms()
-        return [p for i in range(count) for p in _flatten(transform.GetNthTransform(i))]
-    return [transform]
-
-
 def _composite(parts, dimension):
     composite = itk.CompositeTransform[itk.D, dimension].New()
     for part in parts:
@@ -326,52 +311,20 @@ def _double(transform):
     """A double-precision copy of a float linear or displacement-field transform."""
     if _precision(transform) is itk.D:
         return transform
-    dimension = transform.GetInputSpaceDimension()
     if transform.GetNameOfClass() == "DisplacementFieldTransform":
-        field = transform.GetDisplacementField()
-        return _field_transform(itk.array_from_image(field), field)
+        return _copied_field(transform.GetDisplacementField())
     if transform.IsLinear():
-        origin = np.asarray(transform.TransformPoint([0.0] * dimension), dtype=np.float64)
-        matrix = np.empty((dimension, dimension))
-        for j in range(dimension):
-            unit = [float(i == j) for i in range(dimension)]
-            matrix[:, j] = np.asarray(transform.TransformPoint(unit)) - origin
-        affine = itk.AffineTransform[itk.D, dimension].New()
-        affine.SetMatrix(itk.matrix_from_array(matrix))
-        affine.SetTranslation(origin.tolist())
-        return affine
+        return _affine_transform(_linear_matrix(transform))
     raise TypeError(
         f"a single-precision {transform.GetNameOfClass()} cannot be converted: give a "
         "double-precision (itk.D) transform"
     )
 
 
-def _field_transform(vectors, like):
-    """A double ``DisplacementFieldTransform`` of ``vectors [*array shape, D]`` on ``like``'s grid.
-
-    The vectors are copied into a new image, so nothing refers to a file or a reader.
-    """
-    dimension = like.GetImageDimension()
-    image = itk.Image[itk.Vector[itk.D, dimension], dimension].New()
-    image.SetRegions(like.GetLargestPossibleRegion())
-    image.SetOrigin(like.GetOrigin())
-    image.SetSpacing(like.GetSpacing())
-    image.SetDirection(like.GetDirection())
-    image.Allocate()
-    itk.array_view_from_image(image)[:] = np.asarray(vectors, dtype=np.float64)
-    transform = itk.DisplacementFieldTransform[itk.D, dimension].New()
-    transform.SetDisplacementField(image)
-    return transform
-
-
-def _probe_points(image) -> list:
-    """The corners and centre of an image (physical points), where results are compared."""
-    size = np.asarray(image.GetLargestPossibleRegion().GetSize())
-    grids = np.meshgrid(*[[0.0, (n - 1) / 2, n - 1.0] for n in size], indexing="ij")
-    indices = np.stack([g.ravel() for g in grids], axis=-1)
-    origin = np.asarray(image.GetOrigin())
-    matrix = itk.array_from_matrix(image.GetDirection()) @ np.diag(image.GetSpacing())
-    return [(origin + matrix @ index).tolist() for index in indices]
+def _copied_field(field):
+    """A double ``DisplacementFieldTransform`` of a copy of the field image ``field``, so that
+    nothing refers to a file or a reader."""
+    return _field_transform(itk.array_from_image(field), ImageGeometry.from_image(field))
 
 
 # --------------------------------------------------------------------------- elastix
@@ -471,7 +424,7 @@ def _converted_parts(method, initial, fixed):
     if any(_precision(part) is not itk.D for part in parts):
         return None
     check = _composite(parts, fixed.GetImageDimension())
-    for point in _probe_points(fixed):
+    for point in _probe_points(as_geometry(fixed), per_axis=3)[0].T.tolist():
         expected = np.asarray(combination.TransformPoint(point))
         if np.abs(np.asarray(check.TransformPoint(point)) - expected).max() > 1e-6 * (
             1 + np.abs(expected).max()
@@ -492,7 +445,7 @@ def _transformix_transform(method, moving, transformix_class, log):
         transformix.SetLogToConsole(bool(log))
         transformix.Update()
         field = transformix.GetOutputDeformationField()
-        return _field_transform(itk.array_from_image(field), field)  # copied into memory
+        return _copied_field(field)
 
 
 @contextlib.contextmanager
@@ -567,8 +520,7 @@ def _ants_image(ants, image, geometry_of, mask=False):
 def _read_ants_file(path, dimension) -> list:
     """The ITK transforms (queue order, double, in memory) of one file of ANTs' list."""
     if str(path).endswith(FIELD_SUFFIXES):
-        field = itk.imread(str(path))
-        return [_field_transform(itk.array_from_image(field), field)]
+        return [_copied_field(itk.imread(str(path)))]
     parts = [part for transform in itk.transformread(str(path)) for part in _flatten(transform)]
     for part in parts:
         if part.GetInputSpaceDimension() != dimension:
@@ -583,19 +535,10 @@ def _float_image(image):
     """A float copy of a scalar image with its geometry (itself if it is float already)."""
     if itk.template(image)[1][0] is itk.F:
         return image
-    array = np.asarray(itk.array_view_from_image(image), dtype=np.float32)
-    result = itk.image_from_array(np.ascontiguousarray(array))
-    result.SetOrigin(image.GetOrigin())
-    result.SetSpacing(image.GetSpacing())
-    result.SetDirection(image.GetDirection())
-    return result
+    return tensor_to_image(*image_to_tensor(image))
 
 
 def _mask_image(mask, image):
     """elastix's mask type (unsigned char, 1 inside) on ``image``'s grid."""
-    array = (np.asarray(itk.array_view_from_image(mask)) != 0).astype(np.uint8)
-    result = itk.image_from_array(np.ascontiguousarray(array))
-    result.SetOrigin(image.GetOrigin())
-    result.SetSpacing(image.GetSpacing())
-    result.SetDirection(image.GetDirection())
-    return result
+    inside = torch.from_numpy(np.asarray(itk.array_view_from_image(mask)) != 0)
+    return tensor_to_image(inside, as_geometry(image), itk.UC)

@@ -56,7 +56,7 @@ def tensor_to_image(tensor: torch.Tensor, geometry: ImageGeometry, pixel_type=it
         )
     array = tensor.detach().reshape(geometry.shape).cpu().numpy()
     numpy_type = np.dtype(pixel_type.dtype)
-    if np.issubdtype(numpy_type, np.integer):
+    if np.issubdtype(numpy_type, np.integer) and array.dtype != numpy_type:
         array = array.astype(np.float64)  # float32 cannot hold the limits of 32-bit types
         if not np.isfinite(array).all():
             raise ValueError(f"cannot store NaN or infinite values as {numpy_type} pixels")
@@ -80,3 +80,18 @@ def as_geometry(image_or_geometry) -> ImageGeometry:
         return image_or_geometry
     check_scalar_image(image_or_geometry)
     return ImageGeometry.from_image(image_or_geometry)
+
+
+def check_same_grid(image, reference, name="image"):
+    """Raise a clear error unless the scalar ``image`` (a mask, a segmentation) lies on the grid
+    of ``reference`` (an ``itk.Image`` or a geometry): the same size, and the grid's origin and
+    corners within 1e-3 (ITK's units, mm) of the reference's."""
+    check_scalar_image(image, name)
+    geometry, expected = ImageGeometry.from_image(image), as_geometry(reference)
+    if geometry.shape != expected.shape or not np.allclose(
+        geometry.unit_to_physical, expected.unit_to_physical, atol=1e-3
+    ):
+        raise ValueError(
+            f"{name} must have its image's grid (same size, origin, spacing and direction); "
+            "resample it onto that grid first"
+        )

@@ -94,10 +94,7 @@ def displacement_field_image(transform: Transform, fixed, moving):
 
 def to_itk_displacement_field(transform: Transform, fixed, moving):
     """The native export as a double-precision ``itk.DisplacementFieldTransform``."""
-    field = displacement_field_image(transform, fixed, moving)
-    itk_transform = itk.DisplacementFieldTransform[itk.D, field.GetImageDimension()].New()
-    itk_transform.SetDisplacementField(field)
-    return itk_transform
+    return _field_transform(*_native_displacement(transform, fixed, moving))
 
 
 def from_itk_transform(itk_transform, fixed, moving) -> Transform:
@@ -119,18 +116,54 @@ def from_itk_transform(itk_transform, fixed, moving) -> Transform:
 
 def read_transform(path, fixed, moving) -> Transform:
     """Read an ITK transform file (``.h5``, ``.tfm``, ``.txt``, ANTs ``.mat``) as a value."""
+    return from_itk_transform(read_itk_transform(path), fixed, moving)
+
+
+def read_itk_transform(path):
+    """The ITK transform of a transform file: its one transform, or its one composite."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no transform file at {path}")
     try:
-        transforms = itk.transformread(str(path))
-    except RuntimeError:
-        raise ValueError(f"{path} is not a transform file ITK can read") from None
+        transforms = itk.transformread(os.fspath(path))
+    except RuntimeError as error:
+        if _looks_like_parameter_file(path):
+            raise ValueError(
+                f"{path} is an elastix parameter file; give an ITK transform file "
+                "(.h5, .tfm, .txt, ANTs .mat)"
+            ) from None
+        raise ValueError(
+            f"{path} is not a transform file ITK can read: {itk_error_message(error)}"
+        ) from None
     if len(transforms) != 1:
         raise ValueError(
             f"{path} holds {len(transforms)} transforms that are not in a CompositeTransform; "
             "their order of application is ambiguous"
         )
-    return from_itk_transform(transforms[0], fixed, moving)
+    return transforms[0]
+
+
+def itk_error_message(error) -> str:
+    """The useful line of an ITK exception's text (after ``ITK ERROR: ...:``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for number, line in enumerate(lines):
+        if "ITK ERROR" in line:
+            text = line.split("ITK ERROR", 1)[1].lstrip(":").strip()
+            if "): " in text:
+                text = text.split("): ", 1)[1]
+            if not text and number + 1 < len(lines):
+                text = lines[number + 1]
+            return text
+    return lines[0] if lines else type(error).__name__
+
+
+def _looks_like_parameter_file(path) -> bool:
+    """Whether a file starts like an elastix parameter file: ``(Key ...)`` or ``//``."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            start = file.read(4096).lstrip()
+    except OSError:
+        return False
+    return start.startswith(("(", "//"))
 
 
 def write_transform(transform: Transform, path, fixed, moving) -> None:
@@ -209,11 +242,10 @@ def _native_displacement(transform, fixed, moving):
     return vectors, fixed
 
 
-def _probe_points(geometry: ImageGeometry) -> torch.Tensor:
-    """Physical points ``[1, D, P]`` on a lattice over the image, its corners included."""
-    axes = [
-        torch.linspace(0, 1, min(n, _PROBES_PER_AXIS), dtype=torch.float64) for n in geometry.shape
-    ]
+def _probe_points(geometry: ImageGeometry, per_axis=_PROBES_PER_AXIS) -> torch.Tensor:
+    """Physical points ``[1, D, P]`` on a lattice over the image, its corners included (with
+    ``per_axis=3``: its corners, centre, and the centres of its edges and faces)."""
+    axes = [torch.linspace(0, 1, min(n, per_axis), dtype=torch.float64) for n in geometry.shape]
     unit = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(geometry.dimension, -1)
     return torch.from_numpy(geometry.to_physical(unit.T.numpy()).T.copy())[None]
 
@@ -254,8 +286,14 @@ def _index_field(field: Displacement, probe: torch.Tensor):
     index_vectors = (displacement[0] * scale[0]).flip(0).movedim(0, -1).cpu().numpy()
     origin = -low.flip(0).double().numpy()  # the padded grid starts before index 0
     geometry = ImageGeometry(tuple(reversed(displacement.shape[2:])), origin=origin)
-    itk_transform = itk.DisplacementFieldTransform[itk.D, len(shape)].New()
-    itk_transform.SetDisplacementField(_vector_image(index_vectors, geometry))
+    return _field_transform(index_vectors, geometry)
+
+
+def _field_transform(vectors: np.ndarray, geometry: ImageGeometry):
+    """A double ``DisplacementFieldTransform`` of a copy of ``vectors [*shape, D]`` on
+    ``geometry``."""
+    itk_transform = itk.DisplacementFieldTransform[itk.D, geometry.dimension].New()
+    itk_transform.SetDisplacementField(_vector_image(vectors, geometry))
     return itk_transform
 
 
@@ -272,31 +310,46 @@ def _vector_image(vectors: np.ndarray, geometry: ImageGeometry):
 
 def _physical_parts(itk_transform) -> list:
     """Transform values of physical points that compose (first one last) to ``itk_transform``."""
+    parts = []
+    for part in _flatten(itk_transform):
+        name = part.GetNameOfClass()
+        if name == "DisplacementFieldTransform":
+            field = part.GetDisplacementField()
+            vectors = itk.array_from_image(field).astype(np.float64)
+            parts += _field_parts(vectors, ImageGeometry.from_image(field))
+        elif name == "BSplineTransform":  # elastix's B-splines: sampled, as ITK cannot import them
+            parts += _field_parts(*_sampled_bspline(part))
+        elif part.IsLinear():
+            parts.append(Affine(torch.from_numpy(_linear_matrix(part))))
+        else:
+            raise ValueError(
+                f"cannot import an ITK {name}: itkdeepreg reads linear transforms, "
+                "displacement-field and B-spline transforms, and composites of them"
+            )
+    return parts
+
+
+def _flatten(itk_transform) -> list:
+    """The parts of an ITK transform in ITK's queue order (the last one is applied first),
+    nested composites expanded, each down-cast to its own type."""
     itk_transform = itk.down_cast(itk_transform)
-    name = itk_transform.GetNameOfClass()
-    if name == "CompositeTransform":
+    if itk_transform.GetNameOfClass() == "CompositeTransform":
         count = itk_transform.GetNumberOfTransforms()
-        return [p for i in range(count) for p in _physical_parts(itk_transform.GetNthTransform(i))]
-    if name == "DisplacementFieldTransform":
-        field = itk_transform.GetDisplacementField()
-        vectors = itk.array_from_image(field).astype(np.float64)
-        return _field_parts(vectors, ImageGeometry.from_image(field))
-    if name == "BSplineTransform":  # elastix's B-splines: sampled, as ITK cannot import them
-        return _field_parts(*_sampled_bspline(itk_transform))
-    if itk_transform.IsLinear():
-        # a linear transform is its action on the origin and the unit vectors
-        dimension = itk_transform.GetInputSpaceDimension()
-        origin = np.asarray(itk_transform.TransformPoint([0.0] * dimension))
-        matrix = np.eye(dimension + 1)
-        for j in range(dimension):
-            unit = [float(i == j) for i in range(dimension)]
-            matrix[:-1, j] = np.asarray(itk_transform.TransformPoint(unit)) - origin
-        matrix[:-1, -1] = origin
-        return [Affine(torch.from_numpy(matrix))]
-    raise ValueError(
-        f"cannot import an ITK {name}: itkdeepreg reads linear transforms, displacement-field "
-        "and B-spline transforms, and composites of them"
-    )
+        return [p for i in range(count) for p in _flatten(itk_transform.GetNthTransform(i))]
+    return [itk_transform]
+
+
+def _linear_matrix(itk_transform) -> np.ndarray:
+    """The homogeneous matrix (double) of a linear ITK transform of any type and precision:
+    its action on the origin and the unit vectors."""
+    dimension = itk_transform.GetInputSpaceDimension()
+    origin = np.asarray(itk_transform.TransformPoint([0.0] * dimension), dtype=np.float64)
+    matrix = np.eye(dimension + 1)
+    for j in range(dimension):
+        unit = [float(i == j) for i in range(dimension)]
+        matrix[:-1, j] = np.asarray(itk_transform.TransformPoint(unit)) - origin
+    matrix[:-1, -1] = origin
+    return matrix
 
 
 def _field_parts(vectors: np.ndarray, geometry: ImageGeometry) -> list:
