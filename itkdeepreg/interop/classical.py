@@ -509,11 +509,12 @@ def _ants_image(ants, image, geometry_of, mask=False):
     """The ANTsPy image (float, arrays indexed x, y, z) of an ``itk.Image`` on ``geometry_of``'s grid."""
     array = np.asarray(itk.array_view_from_image(image))
     array = (array != 0).astype(np.float32) if mask else array.astype(np.float32)
+    geometry = ImageGeometry.from_image(geometry_of)  # a non-zero start index is in its origin
     return ants.from_numpy(
         np.ascontiguousarray(array.T),  # ITK's arrays are (z, y, x)
-        origin=[float(v) for v in geometry_of.GetOrigin()],
-        spacing=[float(v) for v in geometry_of.GetSpacing()],
-        direction=np.asarray(itk.array_from_matrix(geometry_of.GetDirection()), dtype=np.float64),
+        origin=geometry.origin.tolist(),
+        spacing=geometry.spacing.tolist(),
+        direction=np.asarray(geometry.direction, dtype=np.float64),
     )
 
 
