@@ -42,7 +42,7 @@ from .interop.transforms import (
     itk_error_message,
     read_itk_transform,
 )
-from .methods import SIMILARITIES, method_names, method_options
+from .methods import SIMILARITIES, method_names, method_options, takes_option
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
 
 PROGRAM = "itkdeepreg"
@@ -280,10 +280,9 @@ def _warp_parser(commands) -> None:
             "precision; outside the moving image the value is 0."
         ),
     )
-    p.add_argument("--fixed", required=True, metavar="IMAGE", help="the reference grid")
-    p.add_argument("--moving", required=True, metavar="IMAGE", help="the image to resample")
-    p.add_argument("--transform", required=True, metavar="TRANSFORM", help="the transform file")
-    p.add_argument("--out", required=True, metavar="IMAGE", help="the resampled image")
+    _transform_file_arguments(
+        p, "the reference grid", "the image to resample", "the resampled image"
+    )
     p.add_argument(
         "--interpolation",
         choices=("linear", "nearest", "label"),
@@ -304,11 +303,18 @@ def _jacobian_parser(commands) -> None:
             "the map keeps volume, <= 0 where it folds."
         ),
     )
-    p.add_argument("--fixed", required=True, metavar="IMAGE", help="the fixed image (its grid)")
-    p.add_argument("--moving", required=True, metavar="IMAGE", help="the moving image (its grid)")
-    p.add_argument("--transform", required=True, metavar="TRANSFORM", help="the transform file")
-    p.add_argument("--out", required=True, metavar="IMAGE", help="the Jacobian image")
+    _transform_file_arguments(
+        p, "the fixed image (its grid)", "the moving image (its grid)", "the Jacobian image"
+    )
     p.set_defaults(run=_jacobian)
+
+
+def _transform_file_arguments(p, fixed, moving, out) -> None:
+    """The flags of the commands that read a transform file between two images."""
+    p.add_argument("--fixed", required=True, metavar="IMAGE", help=fixed)
+    p.add_argument("--moving", required=True, metavar="IMAGE", help=moving)
+    p.add_argument("--transform", required=True, metavar="TRANSFORM", help="the transform file")
+    p.add_argument("--out", required=True, metavar="IMAGE", help=out)
 
 
 def _demo_parser(commands) -> None:
@@ -436,21 +442,21 @@ def _option(text: str) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # register
 
-# register's flags that set an option of the method: (argument, flag, option, setter)
+# register's flags that set an option of the method: (argument, flag, option)
 _NAMED_OPTIONS = (
-    ("fixed_modality", "--fixed-modality", "fixed_modality", "SetFixedModality"),
-    ("moving_modality", "--moving-modality", "moving_modality", "SetMovingModality"),
-    ("metric", "--metric", "similarity", "SetMetric"),
-    ("io_iterations", "--io-iterations", "io_iterations", "SetInstanceOptimizationIterations"),
-    ("io_kind", "--io-kind", "io_kind", "SetInstanceOptimization"),
-    ("weights", "--weights", "weights", "SetWeights"),
-    ("device", "--device", "device", "SetDevice"),
+    ("fixed_modality", "--fixed-modality", "fixed_modality"),
+    ("moving_modality", "--moving-modality", "moving_modality"),
+    ("metric", "--metric", "similarity"),
+    ("io_iterations", "--io-iterations", "io_iterations"),
+    ("io_kind", "--io-kind", "io_kind"),
+    ("weights", "--weights", "weights"),
+    ("device", "--device", "device"),
 )
 
 
 def _register(args) -> int:
     method = _checked_method(args.method)
-    named, options = _register_options(args, method)
+    options = _register_options(args, method)
     outputs = [
         (flag, path, suffixes)
         for flag, path, suffixes in (
@@ -474,8 +480,8 @@ def _register(args) -> int:
                 "deformation; write .h5"
             )
     _check_outputs(outputs)
-    if "weights" in named:
-        _require_file(named["weights"], "--weights")
+    if "weights" in options:
+        _require_file(options["weights"], "--weights")
 
     fixed = _read_image(args.fixed, "--fixed")
     moving = _read_image(args.moving, "--moving")
@@ -492,9 +498,6 @@ def _register(args) -> int:
 
     registration = DeepRegistrationMethod.New(**inputs, method=method)
     registration.SetShowProgress(not args.quiet)
-    for argument, _, _, setter in _NAMED_OPTIONS:
-        if argument in named:
-            getattr(registration, setter)(named[argument])
     registration.SetMethodOptions(options)
     try:
         registration.Update()
@@ -519,41 +522,41 @@ def _checked_method(name: str) -> str:
     return name
 
 
-def _register_options(args, method):
-    """``(named, options)``: the values of the named flags given (argument -> value) and the
-    ``--option`` dict, both checked against the options ``method`` takes."""
+def _register_options(args, method) -> dict:
+    """The method's options from the named flags given and from ``--option``, each checked
+    against the options ``method`` takes."""
     takes = method_options(method)
-    named = {}
-    for argument, flag, option, _ in _NAMED_OPTIONS:
+    known = ", ".join(sorted(takes - {"progress"})) if takes is not None else "any option"
+    options = {}
+    for argument, flag, option in _NAMED_OPTIONS:
         value = getattr(args, argument)
         if value is None:  # not given, or --io-iterations None: leave it to the method
             continue
-        if option not in takes:
+        if not takes_option(method, option):
             if option == "io_iterations":
                 raise UsageError(
                     f"--io-iterations {value}: the method {method} has no instance "
                     "optimization (only the networks have); --io-iterations None is accepted"
                 )
             raise UsageError(
-                f"{flag}: the method {method} takes no option {option}; "
-                f"it takes: {', '.join(sorted(takes - {'progress'}))}"
+                f"{flag}: the method {method} takes no option {option}; it takes: {known}"
             )
-        named[argument] = value
-    flags = {option: flag for _, flag, option, _ in _NAMED_OPTIONS}
+        options[option] = value
+    flags = {option: flag for _, flag, option in _NAMED_OPTIONS}
     flags["progress"] = "--quiet"
-    options = {}
+    given = set()
     for key, value in args.option:
         if key in flags:
             raise UsageError(f"--option {key}=...: use {flags[key]}")
-        if key in options:
+        if key in given:
             raise UsageError(f"--option {key} is given twice")
-        if key not in takes:
+        if not takes_option(method, key):
             raise UsageError(
-                f"--option {key}: the method {method} takes no option {key}; "
-                f"it takes: {', '.join(sorted(takes - {'progress'}))}"
+                f"--option {key}: the method {method} takes no option {key}; it takes: {known}"
             )
+        given.add(key)
         options[key] = value
-    return named, options
+    return options
 
 
 # ---------------------------------------------------------------------------------------------
