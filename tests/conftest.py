@@ -111,3 +111,18 @@ def small_gradicon(last_layer_std, batch_norm_statistics=False):
             module.running_mean.uniform_(-0.1, 0.1)  # trained-looking statistics
             module.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def resample_by_itk(moving_image, transform, reference_image):
+    """The array of ``itk.resample_image_filter`` of ``moving_image`` through an ITK
+    transform onto ``reference_image``'s grid (linear, 0 outside)."""
+    import itk
+
+    return itk.array_from_image(
+        itk.resample_image_filter(
+            moving_image,
+            transform=transform,
+            use_reference_image=True,
+            reference_image=reference_image,
+        )
+    )

@@ -5,7 +5,13 @@ import itk
 import numpy as np
 import pytest
 import torch
-from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
+from conftest import (
+    example_transforms,
+    geometry_pair,
+    preimage_inside,
+    resample_by_itk,
+    smooth_image,
+)
 
 from itkdeepreg.interop import (
     tensor_to_image,
@@ -21,14 +27,7 @@ def test_ants_apply_transforms_gives_itks_image(tmp_path, dimension, written):
     transform = example_transforms(dimension)["composite"]
     moving_image = tensor_to_image(smooth_image(moving.shape), moving, itk.F)
     fixed_image = tensor_to_image(torch.zeros(1, 1, *fixed.shape), fixed, itk.F)
-    by_itk = itk.array_from_image(
-        itk.resample_image_filter(
-            moving_image,
-            transform=to_itk_transform(transform, fixed, moving),
-            use_reference_image=True,
-            reference_image=fixed_image,
-        )
-    )
+    by_itk = resample_by_itk(moving_image, to_itk_transform(transform, fixed, moving), fixed_image)
     path = str(tmp_path / written)
     (write_transform if written.endswith(".h5") else write_displacement_field)(
         transform, path, fixed, moving

@@ -1,7 +1,8 @@
 """pyproject.toml lists every package (the list is explicit so that wrapping/ can join it)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ import itk
 import numpy as np
 import pytest
 import torch
+from conftest import resample_by_itk
 
 import itkdeepreg as idr
 from itkdeepreg.data.brain_pairs import brain_pair
@@ -64,14 +65,7 @@ def test_elastix_then_optimization_then_refinement_improves_dice_at_each_step(pa
     parameters = itk.ParameterObject.New()
     parameters.ReadParameterFile(str(tmp_path / "result.txt"))
     by_transformix = itk.array_from_image(itk.transformix_filter(moving, parameters))
-    by_itk = itk.array_from_image(
-        itk.resample_image_filter(
-            moving,
-            transform=so_far.GetITKTransform(),
-            use_reference_image=True,
-            reference_image=fixed,
-        )
-    )
+    by_itk = resample_by_itk(moving, so_far.GetITKTransform(), fixed)
     assert np.abs(by_transformix - by_itk).max() < 1e-4
 
 

@@ -5,7 +5,7 @@ import itk
 import numpy as np
 import pytest
 import torch
-from conftest import geometry_pair, small_gradicon, smooth_image
+from conftest import geometry_pair, resample_by_itk, small_gradicon, smooth_image
 
 import itkdeepreg as idr
 from itkdeepreg.data.brain_pairs import brain_pair
@@ -154,14 +154,7 @@ def test_inverse_consistent_transform_in_itk_and_ants(tmp_path, dimension):
 
     path, inverse_path = tmp_path / "forward.h5", tmp_path / "inverse.h5"
     transform.Write(path, inverse_path)
-    by_itk = itk.array_from_image(
-        itk.resample_image_filter(
-            moving_image,
-            transform=transform.GetITKTransform(),
-            use_reference_image=True,
-            reference_image=fixed_image,
-        )
-    )
+    by_itk = resample_by_itk(moving_image, transform.GetITKTransform(), fixed_image)
     to_ants = ants.from_numpy  # ANTs arrays are (x, y, z): the transpose of ITK's
     ants_fixed, ants_moving = (
         to_ants(

@@ -6,7 +6,13 @@ import itk
 import numpy as np
 import pytest
 import torch
-from conftest import example_transforms, geometry_pair, preimage_inside, smooth_image
+from conftest import (
+    example_transforms,
+    geometry_pair,
+    preimage_inside,
+    resample_by_itk,
+    smooth_image,
+)
 
 from itkdeepreg.interop import tensor_to_image, to_itk_transform
 from itkdeepreg.interop import transformix as T
@@ -35,14 +41,7 @@ def test_transformix_resamples_as_itk_does_with_the_exported_transform(tmp_path,
     # the fixed side as an image, the moving side as a geometry: both are taken
     write_transformix_parameters(transform, path, fixed_image, moving)
     by_transformix = transformix(path, moving_image)
-    by_itk = itk.array_from_image(
-        itk.resample_image_filter(
-            moving_image,
-            transform=to_itk_transform(transform, fixed, moving),
-            use_reference_image=True,
-            reference_image=fixed_image,
-        )
-    )
+    by_itk = resample_by_itk(moving_image, to_itk_transform(transform, fixed, moving), fixed_image)
     assert by_transformix.shape == fixed.shape
     inside = preimage_inside(transform, fixed.shape)
     assert inside.mean() > 0.5
