@@ -50,9 +50,7 @@ def measure(operation, size, device):
         elif operation == "published":  # both directions and the training loss, no gradients
             with torch.no_grad():
                 both = network(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
-                instance._objective(
-                    both.select(0), both.select(1), moving, fixed, losses.lncc, 1.5, None
-                )
+                losses.pair_objective(both.select(0), both.select(1), moving, fixed)
         elif operation == "weights":
             instance.optimize_weights(network, moving, fixed, iterations=steps, progress=False)
         else:

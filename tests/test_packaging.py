@@ -1,8 +1,7 @@
 """pyproject.toml lists every package (the list is explicit so that wrapping/ can join it)."""
 
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -158,7 +158,7 @@ def ants_registration(
     threads=None,
     **ants_options,
 ):
-    """Register ``moving`` to ``fixed`` with ``ants.registration``, starting from ``initial_transform``.
+    """Register ``moving`` to ``fixed`` with ``ants.registration``, from ``initial_transform``.
 
     ``fixed``, ``moving``: 2D or 3D scalar ``itk.Image`` s of any pixel type (cast to float),
     handed to ANTsPy with their origin, spacing and direction. ``type_of_transform``: one of
@@ -506,7 +506,7 @@ def _ants_environment(threads):
 
 
 def _ants_image(ants, image, geometry_of, mask=False):
-    """The ANTsPy image (float, arrays indexed x, y, z) of an ``itk.Image`` on ``geometry_of``'s grid."""
+    """The ANTsPy image (float, indexed x, y, z) of an ``itk.Image`` on ``geometry_of``'s grid."""
     array = np.asarray(itk.array_view_from_image(image))
     array = (array != 0).astype(np.float32) if mask else array.astype(np.float32)
     geometry = ImageGeometry.from_image(geometry_of)  # a non-zero start index is in its origin

@@ -3,9 +3,10 @@
 ICON and GradICON take the two maps of a registration, ``forward`` (fixed cube to moving
 cube) and ``backward`` (the other way), as transform values; they measure how far
 ``forward o backward`` is from the identity (ICON) or how far its Jacobian is from the identity
-matrix (GradICON), with the published normalisation (means over points and vector entries). Diffusion and bending energy take a field ``[B, D, *shape]`` in unit-cube
-units and differentiate it with respect to unit-cube coordinates, so their values do not
-depend on the grid's resolution.
+matrix (GradICON), with the published normalisation (means over points and vector entries).
+Diffusion and bending energy take a field ``[B, D, *shape]`` in unit-cube units and
+differentiate it with respect to unit-cube coordinates, so their values do not depend on the
+grid's resolution.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ def register_pair(
 
     The images are ``[1, C, *shape]`` on the model's grid, already preprocessed. The model runs
     in eval mode (BatchNorm keeps its statistics; its own mode is restored afterwards) under
-    ``torch.inference_mode``, on the device and in the dtype of its parameters. The transforms hold ordinary
-    tensors, so they can enter autograd later (instance optimization, say).
+    ``torch.inference_mode``, on the device and in the dtype of its parameters. The transforms
+    hold ordinary tensors, so they can enter autograd later (instance optimization, say).
     """
     if moving.shape != fixed.shape or moving.dim() not in (4, 5) or moving.shape[0] != 1:
         raise ValueError(

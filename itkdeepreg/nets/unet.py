@@ -28,28 +28,34 @@ class GradICONUNet(nn.Module):
     size works: odd sizes are rounded up on the way down and cropped on the way up.
     """
 
-    def __init__(self, dimension: int = 3, input_channels: int = 1):
+    def __init__(
+        self,
+        dimension: int = 3,
+        input_channels: int = 1,
+        down_channels=DOWN_CHANNELS,
+        up_channels=UP_CHANNELS,
+    ):
         super().__init__()
         if dimension not in (2, 3):
             raise ValueError(f"the U-Net is 2D or 3D, got dimension {dimension}")
+        if len(down_channels) != 5 or len(up_channels) != 5:
+            raise ValueError("the U-Net has five levels: give five down and five up channels")
         self.dimension = dimension
         convolution = (nn.Conv2d, nn.Conv3d)[dimension - 2]
         transposed = (nn.ConvTranspose2d, nn.ConvTranspose3d)[dimension - 2]
         batch_norm = (nn.BatchNorm2d, nn.BatchNorm3d)[dimension - 2]
-        down = (2 * input_channels, *DOWN_CHANNELS)
+        down = (2 * input_channels, *down_channels)
         # an up convolution reads its level's down features and the level below's up features
-        up_inputs = [
-            down[d + 1] + (UP_CHANNELS[d + 1] if d + 1 < len(UP_CHANNELS) else 0) for d in range(5)
-        ]
+        up_inputs = [down[d + 1] + (up_channels[d + 1] if d < 4 else 0) for d in range(5)]
         self.downConvs = nn.ModuleList(
             convolution(down[d], down[d + 1], kernel_size=3, stride=2, padding=1) for d in range(5)
         )
         self.upConvs = nn.ModuleList(
-            transposed(up_inputs[d], UP_CHANNELS[d], kernel_size=4, stride=2, padding=1)
+            transposed(up_inputs[d], up_channels[d], kernel_size=4, stride=2, padding=1)
             for d in range(5)
         )
-        self.batchNorms = nn.ModuleList(batch_norm(UP_CHANNELS[d]) for d in range(5))
-        self.lastConv = convolution(UP_CHANNELS[0] + down[0], dimension, kernel_size=3, padding=1)
+        self.batchNorms = nn.ModuleList(batch_norm(up_channels[d]) for d in range(5))
+        self.lastConv = convolution(up_channels[0] + down[0], dimension, kernel_size=3, padding=1)
         nn.init.zeros_(self.lastConv.weight)  # training starts from the identity map
         nn.init.zeros_(self.lastConv.bias)
 

@@ -16,12 +16,11 @@ Both return an :class:`~itkdeepreg.optimize.OptimizationResult`.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 
-from ..losses import gradicon, lncc
+from ..losses import lncc, pair_objective
 from ..models import register_pair
 from ..transforms import Transform
 from .deformable import register_deformable
@@ -55,9 +54,10 @@ def optimize_weights(
 
     def objective():
         both = network(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
-        return _objective(
-            both.select(0), both.select(1), moving, fixed, similarity, weight, generator
-        )
+        forward, backward = both.select(0), both.select(1)
+        return pair_objective(
+            forward, backward, moving, fixed, similarity, weight=weight, generator=generator
+        )["loss"]
 
     with progress_bar(iterations, "instance optimization (weights)", progress) as bar:
         losses = minimise(
@@ -123,14 +123,4 @@ def optimize_fields(
         patience=patience,
         progress=progress,
         description="instance optimization (fields)",
-    )
-
-
-def _objective(forward, backward, moving, fixed, similarity, weight, generator):
-    """The published IO objective (``benchmarks/unigradicon_speed.py`` times it too)."""
-    strided = tuple(math.ceil(n / 2) for n in fixed.shape[2:])
-    return (
-        similarity(forward.warp(moving, padding="zeros"), fixed)
-        + similarity(backward.warp(fixed, padding="zeros"), moving)
-        + weight * gradicon(forward, backward, strided, noise=1.0, generator=generator)
     )

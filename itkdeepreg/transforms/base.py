@@ -79,10 +79,12 @@ class Transform:
 
         return self.map_tensors(move)
 
-    def select(self, index: int) -> "Transform":
-        """Batch item ``index`` of this transform (tensors with a batch of one are shared)."""
-
-        return self.map_tensors(lambda t: t[index : index + 1] if t.shape[0] > 1 else t)
+    def select(self, index: int | slice) -> "Transform":
+        """Batch item ``index`` (or the items of a slice) of this transform; tensors with a
+        batch of one are shared."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return self.map_tensors(lambda t: t[index] if t.shape[0] > 1 else t)
 
     def map_tensors(self, function) -> "Transform":
         """The same kind of transform with ``function`` applied to each of its tensors."""

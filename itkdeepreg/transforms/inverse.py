@@ -13,9 +13,10 @@ def invert(transform: Transform, iterations: int = 20) -> Transform:
 
     Affine maps and velocity fields are inverted exactly. A displacement field ``x -> x + u(x)``
     becomes a displacement field ``w`` on the same grid with ``w(y) = -u(y + w(y))``, found by
-    fixed-point iteration, with the same rule off the grid. That converges where the field's Jacobian stays well inside the unit
-    ball, as for a registration's field: inverting a composite part by part keeps each field in
-    its own grid's coordinates, where this holds, whatever affine maps surround it.
+    fixed-point iteration, with the same rule off the grid. That converges where the field's
+    Jacobian stays well inside the unit ball, as for a registration's field: inverting a
+    composite part by part keeps each field in its own grid's coordinates, where this holds,
+    whatever affine maps surround it.
     """
     if isinstance(transform, Composite):
         return compose(*[invert(t, iterations) for t in reversed(transform.transforms)])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..models import DisplacementStep, Downsample, TwoStep
 from ..nets import GradICONUNet
+from ..nets.unet import DOWN_CHANNELS, UP_CHANNELS
 
 UNIGRADICON_SHAPE = (175, 175, 175)
 GRADICON_LUNG_SHAPE = (175, 175, 175)
@@ -19,12 +20,47 @@ GRADICON_KNEE_SHAPE = (80, 192, 192)
 GRADICON_BRAIN_SHAPE = (130, 155, 130)
 
 
-def _four_unet_network() -> TwoStep:
-    def unet():
-        return DisplacementStep(GradICONUNet(dimension=3))
+def gradicon_network(
+    dimension: int = 3,
+    levels: int = 3,
+    refinements: int = 1,
+    down_channels=DOWN_CHANNELS,
+    up_channels=UP_CHANNELS,
+):
+    """GradICON U-Nets in the published multi-step layout: one U-Net per resolution level,
+    coarsest first (each level runs the ones before it at half resolution), then
+    ``refinements`` more at full resolution. ``levels=3, refinements=1`` is the published
+    four-U-Net network, with the published parameter names; narrower channels make small
+    models to train on a CPU."""
+    if levels < 1 or refinements < 0:
+        raise ValueError(f"need levels >= 1 and refinements >= 0, got {levels}, {refinements}")
 
-    coarse = TwoStep(Downsample(unet()), unet())
-    return TwoStep(TwoStep(Downsample(coarse), unet()), unet())
+    def unet():
+        return DisplacementStep(GradICONUNet(dimension, 1, down_channels, up_channels))
+
+    network = unet()
+    for _ in range(levels - 1):
+        network = TwoStep(Downsample(network), unet())
+    for _ in range(refinements):
+        network = TwoStep(network, unet())
+    return network
+
+
+def network_from_config(model: dict):
+    """The network a training configuration's ``[model]`` table describes."""
+    if model["architecture"] != "gradicon":
+        raise ValueError(f"unknown architecture {model['architecture']!r}; known: gradicon")
+    return gradicon_network(
+        model["dimension"],
+        model["levels"],
+        model["refinements"],
+        tuple(model["down_channels"]),
+        tuple(model["up_channels"]),
+    )
+
+
+def _four_unet_network() -> TwoStep:
+    return gradicon_network(3)
 
 
 def unigradicon_network() -> TwoStep:

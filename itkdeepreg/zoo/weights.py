@@ -122,7 +122,8 @@ def read_state_dict(path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} is not a readable weights file (corrupt, truncated, or it carries code): {error}"
+            f"{path} is not a readable weights file (corrupt, truncated, or it carries code): "
+            f"{error}"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
