@@ -46,7 +46,7 @@ from .methods import SIMILARITIES, method_names, method_options, takes_option
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
 
 PROGRAM = "itkdeepreg"
-COMMANDS = ("register", "warp", "jacobian", "demo", "apply")
+COMMANDS = ("register", "warp", "jacobian", "demo", "apply", "train", "finetune")
 IMAGE_SUFFIXES = FIELD_SUFFIXES  # single-file formats only: written whole, then renamed
 _OUR_SUFFIXES = (*IMAGE_SUFFIXES, *TRANSFORM_SUFFIXES, ".png")  # the files we name ourselves
 METRICS = tuple(SIMILARITIES)
@@ -145,6 +145,7 @@ def _parser() -> _Parser:
     _jacobian_parser(commands)
     _demo_parser(commands)
     _apply_parser(commands)
+    _training_parsers(commands)
     return parser
 
 
@@ -342,6 +343,60 @@ def _demo_parser(commands) -> None:
     p.set_defaults(run=_demo)
 
 
+def _training_parsers(commands) -> None:
+    for name, summary, detail in (
+        (
+            "train",
+            "train a network (a GradICON model by default) from a configuration file",
+            "Build the network that [model] describes and train it on [data] (synthetic "
+            "SynthMorph-style pairs by default, or images from a folder, a CSV file or a list "
+            "of files) under [objective]. ",
+        ),
+        (
+            "finetune",
+            "fine-tune a registered network (uniGradICON, say) on your images",
+            "Start from the network of [model] method (its weights, grid and modality; "
+            "[model] weights for others) and train it on [data] at a low learning rate. ",
+        ),
+    ):
+        p = commands.add_parser(
+            name,
+            help=summary,
+            description=_text(
+                detail + "The output folder receives checkpoint.pt (a run continues from it), "
+                "log.csv, config.toml and weights.pt; the folder is then a method: "
+                "itkdeepreg register --method FOLDER. Under torchrun, every process trains "
+                "on its own batches (data parallel). Keys and defaults: docs/training.md."
+            ),
+        )
+        p.add_argument(
+            "config", nargs="?", metavar="CONFIG", help="the configuration (.toml, .yaml)"
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="TABLE.KEY=VALUE",
+            help="override a key, value in TOML syntax (--set train.steps=200); repeatable",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(run=_train, finetune=name == "finetune")
+
+
+def _train(args) -> int:
+    from .train.config import read_config, run
+
+    config = read_config(args.config, args.set, finetune=args.finetune)
+    rows = run(config, progress=not args.quiet)
+    output = config["train"]["output"]
+    if rows:
+        print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}; wrote into {output}:")
+    else:
+        print(f"nothing to do: {output} holds a checkpoint of every step asked for")
+    print(f"  weights.pt, checkpoint.pt, log.csv, config.toml; use: --method {output}")
+    return 0
+
+
 def _apply_parser(commands) -> None:
     p = commands.add_parser(
         "apply",
@@ -517,8 +572,11 @@ def _register(args) -> int:
 
 
 def _checked_method(name: str) -> str:
-    if name not in method_names():
-        raise UsageError(f"unknown method {name!r}; known: {', '.join(method_names())}")
+    if name not in method_names() and not os.path.isdir(name):
+        raise UsageError(
+            f"unknown method {name!r} (not a name, nor a training folder); known: "
+            f"{', '.join(method_names())}"
+        )
     return name
 
 

@@ -38,18 +38,11 @@ from .optimize import (
 )
 from .sampling import resample
 from .transforms import Transform, invert
-from .zoo import gradicon as Z
 from .zoo import preprocess
+from .zoo import gradicon as Z
 from .zoo import weights as W
 
-SIMILARITIES = {
-    "lncc": losses.lncc,
-    "squared_lncc": losses.squared_lncc,
-    "mind": losses.mind_ssc_loss,
-    "ncc": losses.ncc,
-    "mse": losses.mse,
-    "mutual_information": losses.mutual_information,
-}
+SIMILARITIES = losses.SIMILARITIES
 
 
 @dataclass
@@ -132,9 +125,11 @@ def method_names() -> list[str]:
 
 
 def get_method(method: str | Method) -> Method:
-    """The method of a name, or the method itself."""
+    """The method of a name, a training folder (:func:`trained_method`), or the method itself."""
     if callable(method):
         return method
+    if method not in _METHODS and os.path.isdir(method):
+        return trained_method(method)
     if method not in _METHODS:
         raise ValueError(f"no registration method {method!r}; known: {', '.join(method_names())}")
     return _METHODS[method]
@@ -192,14 +187,6 @@ def run_method(
     )
 
 
-def _similarity(name, table=SIMILARITIES):
-    if callable(name):
-        return name
-    if name not in table:
-        raise ValueError(f"unknown similarity {name!r}; known: {', '.join(table)}")
-    return table[name]
-
-
 def _masks(pair, device):
     return {
         f"{side}_mask": None if mask is None else mask.to(device)
@@ -225,7 +212,7 @@ def _linear(transform):
             pair.moving_geometry,
             pair.fixed_geometry,
             transform=transform,
-            similarity=_similarity(similarity),
+            similarity=losses.named_similarity(similarity),
             initialization=initialization,
             levels=levels,
             iterations=iterations,
@@ -267,7 +254,7 @@ def deformable(
     return register_deformable(
         pair.segmented("moving").to(device),
         pair.segmented("fixed").to(device),
-        similarity=_similarity(similarity, _DEFORMABLE_SIMILARITIES),
+        similarity=losses.named_similarity(similarity, _DEFORMABLE_SIMILARITIES),
         parameterization=parameterization,
         symmetric=symmetric,
         regularization=regularization,
@@ -340,7 +327,7 @@ class NetworkMethod:
         forward, backward = register_pair(model, moving, fixed, inverse=True)
         if not io_iterations:
             return OptimizationResult(forward, backward)
-        options = {"similarity": _similarity(similarity), "progress": progress}
+        options = {"similarity": losses.named_similarity(similarity), "progress": progress}
         if learning_rate is not None:
             options["learning_rate"] = learning_rate
         if io_kind == "weights":
@@ -350,6 +337,12 @@ class NetworkMethod:
             for name, mask in _masks(pair, device).items()
         }
         return optimize_fields(forward, backward, moving, fixed, io_iterations, **options, **masks)
+
+    def build(self, weights=None, progress=True) -> nn.Module:
+        """A new model with ``weights`` (default: the method's own), on the CPU: what
+        fine-tuning starts from."""
+        model = self._model(weights if weights is not None else self.weights, "cpu", progress)
+        return copy.deepcopy(model)
 
     def _model(self, weights, device, progress) -> nn.Module:
         if isinstance(weights, W.WeightsSource):
@@ -368,6 +361,26 @@ def _load(network, weights, device):
     if weights is not None:
         W.load_weights(model, weights[0])
     return model.to(device)
+
+
+def trained_method(folder) -> NetworkMethod:
+    """The network a training run wrote into ``folder`` (``itkdeepreg train``: its
+    ``config.toml`` and ``weights.pt``) as a method, on the grid and modality it was trained
+    with."""
+    import tomllib
+
+    folder = os.path.abspath(folder)
+    config, weights = os.path.join(folder, "config.toml"), os.path.join(folder, "weights.pt")
+    for path in (config, weights):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{folder} is not a trained model: it has no {path}")
+    with open(config, "rb") as file:
+        model = tomllib.load(file)["model"]
+    if model.get("method"):  # fine-tuned: the registered network with new weights
+        tuned = get_method(model["method"])
+        return NetworkMethod(tuned.network, tuned.shape, weights, tuned.modality)
+    network = functools.partial(Z.network_from_config, model)
+    return NetworkMethod(network, model["shape"], weights, model["modality"])
 
 
 for _transform in ("translation", "rigid", "affine"):

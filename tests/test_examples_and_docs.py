@@ -55,6 +55,13 @@ def test_instance_optimization_example_improves_on_the_network():
     assert fields.losses[-1] < fields.losses[0] and weights.losses[-1] < weights.losses[0]
 
 
+def test_training_example_trains_registers_and_finetunes(tmp_path):
+    example = runpy.run_path(str(ROOT / "examples" / "training.py"))
+    warped, transform, tuned = example["main"](str(tmp_path))
+    assert np.isfinite(np.asarray(warped)).all()
+    assert {"config.toml", "weights.pt", "log.csv"} <= {p.name for p in tuned.iterdir()}
+
+
 def test_registration_by_optimization_example_registers_and_exports():
     example = runpy.run_path(str(ROOT / "examples" / "registration_by_optimization.py"))
     before, after, itk_difference = example["main"]()

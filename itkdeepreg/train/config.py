@@ -1,0 +1,277 @@
+"""Training runs described by a TOML (or YAML) file: what ``itkdeepreg train`` and
+``finetune`` read.
+
+Four tables, every key optional (the defaults are below, in :data:`DEFAULTS`)::
+
+    [model]      # train: a new network; finetune: method = a registered network method
+    architecture = "gradicon"
+    dimension = 2
+    shape = [128, 128]
+    [data]       # "synthetic", a folder, a CSV file, or a list of image files
+    source = "synthetic"
+    [objective]  # phases = [{steps = 500, regularizer = "diffusion", weight = 1.0}] come first
+    similarity = "lncc"
+    [train]
+    steps = 1000
+    output = "training"
+
+The run writes the configuration it used (``config.toml``) beside the weights in ``output``, so
+the folder is a method: :func:`~itkdeepreg.methods.trained_method`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tomllib
+from pathlib import Path
+
+from ..files import write_atomically
+from .objectives import Objective, Schedule
+
+DEFAULTS = {
+    "model": {
+        "architecture": "gradicon",  # train: the GradICON U-Nets in the published layout
+        "method": "",  # finetune: a registered network method ("unigradicon", ...)
+        "weights": "",  # finetune: weights instead of the method's own
+        "dimension": 2,
+        "shape": [128, 128],
+        "levels": 3,
+        "refinements": 1,
+        "down_channels": [16, 32, 64, 256, 512],
+        "up_channels": [16, 32, 64, 128, 256],
+        "modality": "mri",
+    },
+    "data": {
+        "source": "synthetic",
+        "labels": 16,  # synthetic label maps
+        "contrast": "same",  # synthetic: "same" or "independent" label intensities
+        "pairing": "inter",  # images from files: "inter", "intra" or "any" subject
+        "cache_directory": "",
+        "augment": True,
+    },
+    "objective": {
+        "similarity": "lncc",
+        "regularizer": "gradicon",
+        "weight": 1.5,
+        "phases": [],
+    },
+    "train": {
+        "steps": 1000,
+        "batch_size": 4,
+        "learning_rate": 1e-4,
+        "output": "training",
+        "checkpoint_every": 100,
+        "resume": True,
+        "seed": 0,
+        "device": "",
+        "mixed_precision": False,
+        "tensorboard": False,
+    },
+}
+FINETUNE_LEARNING_RATE = 2e-5  # uniGradICON's instance optimization rate, for a trained model
+CONFIG = "config.toml"
+
+
+def read_config(path=None, overrides=(), finetune=False) -> dict:
+    """The configuration of a TOML or YAML file (``.yaml``, ``.yml``; or none: the defaults)
+    with ``section.key=value`` overrides (values in TOML syntax; a bare word is a string),
+    checked key by key."""
+    config = copy.deepcopy(DEFAULTS)
+    if finetune:
+        config["train"]["learning_rate"] = FINETUNE_LEARNING_RATE
+    given = {} if path is None else _read_file(path)
+    for text in overrides:
+        key, equals, value = text.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not equals or not dot:
+            raise ValueError(f"an override is section.key=value, got {text!r}")
+        given.setdefault(section, {})[name] = _value(value.strip())
+    where = path or "the overrides"
+    for section, values in given.items():
+        if section not in config or not isinstance(values, dict):
+            raise ValueError(f"{where}: unknown table [{section}]{_close(section, config)}")
+        for key, value in values.items():
+            if key not in config[section]:
+                raise ValueError(
+                    f"{where}: unknown key {key!r} in [{section}]{_close(key, config[section])}"
+                )
+            expected = type(DEFAULTS[section][key])
+            if expected is float and type(value) is int:
+                value = float(value)
+            if type(value) is not expected:
+                raise ValueError(
+                    f"{where}: [{section}] {key} must be a {expected.__name__}, got {value!r}"
+                )
+            config[section][key] = value
+    model = config["model"]
+    if finetune and not model["method"]:
+        raise ValueError(f"{where}: finetune needs [model] method, a registered network method")
+    if not finetune and model["method"]:
+        raise ValueError(f"{where}: [model] method is for finetune; train builds architecture")
+    return config
+
+
+def _read_file(path) -> dict:
+    """The tables of a TOML or YAML file; a parse error names the file and the line."""
+    try:
+        with open(path, "rb") as file:
+            if str(path).lower().endswith((".yaml", ".yml")):
+                return _read_yaml(path, file)
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no configuration file {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def _read_yaml(path, file) -> dict:
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError(
+            f"{path} is YAML, which needs PyYAML: pip install pyyaml (or write it as TOML)"
+        ) from None
+    try:
+        tables = yaml.safe_load(file)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if tables is None:
+        return {}
+    if not isinstance(tables, dict):
+        raise ValueError(f"{path}: a configuration is a mapping of tables, got {tables!r}")
+    return tables
+
+
+def run(config: dict, progress: bool = True) -> list[dict]:
+    """Train (or fine-tune) as ``config`` says; the log rows. Everything is checked, and the
+    output folder made, before the first step."""
+    from .loop import train
+
+    model, shape, modality = build_model(config["model"])
+    data = build_data(config["data"], shape, modality)
+    objective = build_objective(config["objective"])
+    settings = config["train"]
+    output = Path(settings["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    recorded = copy.deepcopy(config)
+    recorded["model"].update(shape=list(shape), modality=modality)
+    write_atomically(output / CONFIG, lambda path: Path(path).write_text(to_toml(recorded)))
+    from .augment import augment
+
+    return train(
+        model,
+        data,
+        objective,
+        steps=settings["steps"],
+        batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        output=output,
+        checkpoint_every=settings["checkpoint_every"],
+        resume=settings["resume"],
+        seed=settings["seed"],
+        augment=augment if config["data"]["augment"] else None,
+        device=settings["device"] or None,
+        mixed_precision=settings["mixed_precision"],
+        tensorboard=settings["tensorboard"],
+        progress=progress,
+    )
+
+
+def build_model(section: dict):
+    """``(model, grid shape, modality)``: a new network, or a registered method's with its
+    weights (fine-tuning)."""
+    from ..methods import NetworkMethod, get_method
+
+    if section["method"]:
+        method = get_method(section["method"])
+        if not isinstance(method, NetworkMethod):
+            raise ValueError(f"{section['method']} is not a network: there is nothing to tune")
+        model = method.build(section["weights"] or None)
+        return model, method.shape, method.modality
+    from ..zoo.gradicon import network_from_config
+
+    shape = tuple(section["shape"])
+    if len(shape) != section["dimension"]:
+        raise ValueError(f"[model] shape {list(shape)} is not {section['dimension']}D")
+    return network_from_config(section), shape, section["modality"]
+
+
+def build_data(section: dict, shape, modality):
+    """The data source: synthetic pairs, or images from a folder, a CSV file or a file list."""
+    source = section["source"]
+    if source == "synthetic":
+        from .synthetic import SyntheticPairs
+
+        return SyntheticPairs(shape, labels=section["labels"], contrast=section["contrast"])
+    from .data import ImagePairs
+
+    options = dict(
+        shape=shape,
+        modality=modality,
+        pairing=section["pairing"],
+        cache_directory=section["cache_directory"] or None,
+    )
+    if isinstance(source, list):
+        return ImagePairs.from_files(source, **options)
+    if os.path.isdir(source):
+        return ImagePairs.from_folder(source, **options)
+    if source.lower().endswith(".csv"):
+        return ImagePairs.from_csv(source, **options)
+    raise ValueError(
+        f"[data] source {source!r} is not 'synthetic', a folder, a CSV file or a list of files"
+    )
+
+
+def build_objective(section: dict):
+    """An :class:`Objective`, or a :class:`Schedule` when phases come first."""
+    main = Objective(section["similarity"], section["regularizer"], section["weight"])
+    if not section["phases"]:
+        return main
+    phases = []
+    for phase in section["phases"]:
+        phase = dict(phase)
+        steps = phase.pop("steps", None)
+        if not isinstance(steps, int):
+            raise ValueError(f"[objective] a phase needs a whole number of steps, got {steps!r}")
+        phases.append((steps, Objective(**{**_objective_keys(section), **phase})))
+    return Schedule((*phases, main))
+
+
+def to_toml(config: dict) -> str:
+    """The configuration as TOML (tables of strings, numbers, booleans and lists)."""
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def _objective_keys(section):
+    return {k: section[k] for k in ("similarity", "regularizer", "weight")}
+
+
+def _value(text: str):
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
+
+
+def _close(word, known) -> str:
+    matches = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean {matches[0]!r}?" if matches else f"; known: {', '.join(known)}"
