@@ -10,11 +10,15 @@ and wall time. The peers' settings are in ``benchmarks/peers.py``.
 
     python benchmarks/classical.py [--pairs 3] [--dimension 3] [--methods ours ants ...]
 
+A method may also be any registered method or trained model folder, with options:
+``--methods synth-gradicon-2d "synth-gradicon-2d:io_iterations=50"`` (values in Python syntax).
+
 Needs antspyx, itk-elastix and fireants: ``pip install -e ".[benchmark]"`` (fireants is a
 benchmark-only peer, never imported by the library).
 """
 
 import argparse
+import ast
 import statistics
 import tempfile
 import time
@@ -24,6 +28,7 @@ import torch
 
 import itkdeepreg as idr
 from itkdeepreg.data.brain_pairs import brain_pair
+from itkdeepreg.methods import Pair, run_method
 from itkdeepreg.optimize import register_deformable
 
 
@@ -52,6 +57,29 @@ def peer(name):
     return run
 
 
+def registered(text):
+    """A registered method (or model folder) as ``NAME[:KEY=VALUE,...]``, run on a pair."""
+    name, _, settings = text.partition(":")
+    options = {}
+    for setting in filter(None, settings.split(",")):
+        key, _, value = setting.partition("=")
+        options[key] = ast.literal_eval(value)
+
+    def run(pair):
+        images = Pair(pair.moving, pair.fixed, pair.geometry, pair.geometry)
+        return run_method(name, images, progress=False, **options).forward
+
+    return run
+
+
+def method_of(name):
+    if name == "ours":
+        return ours
+    if name in ("ants", "elastix", "fireants"):
+        return peer(name)
+    return registered(name)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
@@ -62,7 +90,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    methods = {name: ours if name == "ours" else peer(name) for name in arguments.methods}
+    methods = {name: method_of(name) for name in arguments.methods}
     scores = {name: [] for name in ["identity", *methods]}
     seeds = range(arguments.first_seed, arguments.first_seed + arguments.pairs)
     for seed in seeds:

@@ -38,7 +38,7 @@ from .optimize import (
 )
 from .sampling import resample
 from .transforms import Transform, invert
-from .zoo import preprocess
+from .zoo import OWN_MODELS, OWN_MODELS_FOLDER, preprocess
 from .zoo import gradicon as Z
 from .zoo import weights as W
 
@@ -403,3 +403,6 @@ register_method(
     "gradicon-brain",
     NetworkMethod(Z.gradicon_brain_network, Z.GRADICON_BRAIN_SHAPE, W.GRADICON_BRAIN),
 )
+# the models of our own: training folders shipped in the package (docs/training.md)
+for _model in OWN_MODELS:
+    register_method(_model, trained_method(os.path.join(OWN_MODELS_FOLDER, _model)))

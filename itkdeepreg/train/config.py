@@ -47,6 +47,8 @@ DEFAULTS = {
         "source": "synthetic",
         "labels": 16,  # synthetic label maps
         "contrast": "same",  # synthetic: "same" or "independent" label intensities
+        "deformation": 0.03,  # synthetic: the largest RMS of a random velocity field
+        "background": 0.5,  # synthetic: the probability of a dark background
         "pairing": "inter",  # images from files: "inter", "intra" or "any" subject
         "cache_directory": "",
         "augment": True,
@@ -204,7 +206,13 @@ def build_data(section: dict, shape, modality):
     if source == "synthetic":
         from .synthetic import SyntheticPairs
 
-        return SyntheticPairs(shape, labels=section["labels"], contrast=section["contrast"])
+        return SyntheticPairs(
+            shape,
+            labels=section["labels"],
+            deformation=section["deformation"],
+            background=section["background"],
+            contrast=section["contrast"],
+        )
     from .data import ImagePairs
 
     options = dict(

@@ -1,4 +1,7 @@
-"""Named models: the published architectures, to be given their published weights."""
+"""Named models: the published architectures, to be given their published weights, and the
+models of our own, trained folders shipped in ``models/``."""
+
+import os
 
 from .gradicon import (
     GRADICON_BRAIN_SHAPE,
@@ -24,6 +27,10 @@ from .weights import (
     read_state_dict,
 )
 
+OWN_MODELS_FOLDER = os.path.join(os.path.dirname(__file__), "models")
+# GradICON trained on synthetic pairs only (recipe: examples/training/synth_gradicon_2d.toml)
+OWN_MODELS = ("synth-gradicon-2d",)
+
 __all__ = [
     "GRADICON_BRAIN",
     "GRADICON_BRAIN_SHAPE",
@@ -32,6 +39,8 @@ __all__ = [
     "GRADICON_LUNG",
     "GRADICON_LUNG_SHAPE",
     "MULTIGRADICON",
+    "OWN_MODELS",
+    "OWN_MODELS_FOLDER",
     "UNIGRADICON",
     "UNIGRADICON_SHAPE",
     "WeightsSource",
