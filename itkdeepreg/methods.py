@@ -374,13 +374,16 @@ def trained_method(folder) -> NetworkMethod:
     for path in (config, weights):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{folder} is not a trained model: it has no {path}")
-    with open(config, "rb") as file:
-        model = tomllib.load(file)["model"]
-    if model.get("method"):  # fine-tuned: the registered network with new weights
-        tuned = get_method(model["method"])
-        return NetworkMethod(tuned.network, tuned.shape, weights, tuned.modality)
-    network = functools.partial(Z.network_from_config, model)
-    return NetworkMethod(network, model["shape"], weights, model["modality"])
+    try:
+        with open(config, "rb") as file:
+            model = tomllib.load(file)["model"]
+        method, shape, modality = model.get("method", ""), model["shape"], model["modality"]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{config} is not a training run's configuration ({error})") from None
+    if method:  # fine-tuned: the network it started from, with the new weights
+        tuned = get_method(method)
+        return NetworkMethod(tuned.network, tuned.shape, weights, modality or tuned.modality)
+    return NetworkMethod(functools.partial(Z.network_from_config, model), shape, weights, modality)
 
 
 for _transform in ("translation", "rigid", "affine"):

@@ -9,10 +9,11 @@ import itk
 import numpy as np
 import pytest
 import torch
-from training_fixtures import gradients, pair_batch, small_unet
+from training_fixtures import RandomPairs, gradients, pair_batch, small_unet
 
 from itkdeepreg.cli import main
 from itkdeepreg.data.brain_pairs import brain_pair
+from itkdeepreg.methods import get_method
 from itkdeepreg.train import distributed
 from itkdeepreg.train.config import read_config, to_toml
 from itkdeepreg.train.loop import train
@@ -21,14 +22,6 @@ from itkdeepreg.train.synthetic import SyntheticPairs
 from itkdeepreg.zoo.gradicon import gradicon_network
 
 HERE = Path(__file__).parent
-
-
-class RandomPairs:
-    """Noise images: enough to compare loss curves and gradients."""
-
-    def sample(self, batch_size, generator):
-        shape = (batch_size, 1, 32, 32)
-        return torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)
 
 
 def losses(rows):
@@ -135,12 +128,21 @@ def test_configuration_files_are_checked_key_by_key(tmp_path):
         ("[trainer]\n", "unknown table \\[trainer\\]"),
         ("[train]\nsteps = 'many'\n", "steps must be a int"),
         ("[train]\nsteps = \n", "line 2"),
+        ("[train]\ncheckpoint_every = 0\n", "checkpoint_every must be positive"),
+        ("[objective]\nphases = [{steps = 5, weigth = 1.0}]\n", "a phase is a table"),
+        ("[model]\nweights = 'w.pt'\n", "method and weights are for finetune"),
     ):
         path.write_text(text)
         with pytest.raises(ValueError, match=message):
             read_config(path)
     with pytest.raises(ValueError, match="finetune needs \\[model\\] method"):
         read_config(None, finetune=True)
+    with pytest.raises(ValueError, match="it takes no levels"):
+        read_config(None, ["model.method=unigradicon", "model.levels=2"], finetune=True)
+    tuned = read_config(None, ["model.method=unigradicon"], finetune=True)
+    assert tuned["model"]["modality"] == ""  # the method's own
+    files = read_config(None, ['data.source=["a.nii.gz", "b.nii.gz"]'])
+    assert files["data"]["source"] == ["a.nii.gz", "b.nii.gz"]
     with pytest.raises(FileNotFoundError):
         read_config(tmp_path / "missing.toml")
     # what a run records reads back as it was
@@ -219,3 +221,23 @@ def test_tensorboard_receives_the_logged_scalars(tmp_path):
     logged = events.Scalars("loss")
     assert [e.step for e in logged] == [1, 2, 3]
     assert [e.value for e in logged] == pytest.approx(losses(rows))
+
+
+def test_a_resumed_run_takes_the_learning_rate_asked_for(tmp_path):
+    train(small_unet(), RandomPairs(), steps=1, output=tmp_path, learning_rate=1.0, progress=False)
+    model = small_unet()
+    train(model, RandomPairs(), steps=2, output=tmp_path, learning_rate=1e-9, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert [group["lr"] for group in state["optimizer"]["param_groups"]] == [1e-9]
+
+
+def test_a_folder_of_another_model_is_refused_before_its_config_is_touched(tmp_path, capsys):
+    run = ["train", *TINY_MODEL, "--set=train.steps=1", f"--set=train.output={tmp_path}"]
+    assert main([*run, "--quiet"]) == 0
+    recorded = (tmp_path / "config.toml").read_text()
+    assert main([*run, "--set=model.levels=2", "--quiet"]) != 0
+    assert "another model ([model] levels differ)" in capsys.readouterr().err
+    assert (tmp_path / "config.toml").read_text() == recorded
+    (tmp_path / "config.toml").write_text("[model]\nshape = [32, 32]\n")
+    with pytest.raises(ValueError, match="not a training run's configuration"):
+        get_method(str(tmp_path))

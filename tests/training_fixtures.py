@@ -25,3 +25,11 @@ def pair_batch():
 
 def gradients(model) -> dict:
     return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+class RandomPairs:
+    """Noise images: enough to compare loss curves and gradients."""
+
+    def sample(self, batch_size, generator):
+        shape = (batch_size, 1, SIZE, SIZE)
+        return torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)

@@ -22,6 +22,10 @@ LIMIT = 20 * 2**20
 def main(folder, name):
     folder, target = Path(folder), Path(OWN_MODELS_FOLDER) / name
     recorded = tomllib.loads((folder / "config.toml").read_text())
+    if recorded["model"].get("method"):
+        raise SystemExit(
+            f"{folder} is a fine-tuned {recorded['model']['method']}: ship trained runs"
+        )
     config = {table: {**DEFAULTS[table], **recorded.get(table, {})} for table in DEFAULTS}
     config["train"]["output"] = name
     load_weights(network_from_config(config["model"]), folder / "weights.pt")

@@ -72,6 +72,9 @@ DEFAULTS = {
         "tensorboard": False,
     },
 }
+POSITIVE = ("steps", "batch_size", "learning_rate", "checkpoint_every", "labels")
+OBJECTIVE_KEYS = ("similarity", "regularizer", "weight")
+FINETUNE_MODEL_KEYS = {"method", "weights", "modality"}  # the rest is the method's network
 FINETUNE_LEARNING_RATE = 2e-5  # uniGradICON's instance optimization rate, for a trained model
 CONFIG = "config.toml"
 
@@ -99,20 +102,48 @@ def read_config(path=None, overrides=(), finetune=False) -> dict:
                 raise ValueError(
                     f"{where}: unknown key {key!r} in [{section}]{_close(key, config[section])}"
                 )
-            expected = type(DEFAULTS[section][key])
-            if expected is float and type(value) is int:
-                value = float(value)
-            if type(value) is not expected:
-                raise ValueError(
-                    f"{where}: [{section}] {key} must be a {expected.__name__}, got {value!r}"
-                )
-            config[section][key] = value
-    model = config["model"]
-    if finetune and not model["method"]:
-        raise ValueError(f"{where}: finetune needs [model] method, a registered network method")
-    if not finetune and model["method"]:
-        raise ValueError(f"{where}: [model] method is for finetune; train builds architecture")
+            config[section][key] = _checked(where, section, key, value)
+    model, given_model = config["model"], given.get("model", {})
+    if finetune:
+        if not model["method"]:
+            raise ValueError(f"{where}: finetune needs [model] method, a registered network")
+        ignored = sorted(set(given_model) - FINETUNE_MODEL_KEYS)
+        if ignored:
+            raise ValueError(
+                f"{where}: finetune keeps the network of [model] method; it takes no "
+                f"{', '.join(ignored)}"
+            )
+        if "modality" not in given_model:
+            model["modality"] = ""  # the method's own
+    elif model["method"] or model["weights"]:
+        raise ValueError(f"{where}: [model] method and weights are for finetune")
     return config
+
+
+def _checked(where, section, key, value):
+    """``value`` of ``[section] key``, if it has the type (and range) of the default."""
+    expected = type(DEFAULTS[section][key])
+    if expected is float and type(value) is int:
+        value = float(value)
+    if (section, key) == ("data", "source") and _is_list_of_strings(value):
+        return value  # a list of image files
+    if type(value) is not expected:
+        raise ValueError(f"{where}: [{section}] {key} must be a {expected.__name__}, got {value!r}")
+    if key in POSITIVE and not value > 0:
+        raise ValueError(f"{where}: [{section}] {key} must be positive, got {value!r}")
+    if key == "phases":
+        for phase in value:
+            unknown = set(phase) - {"steps", *OBJECTIVE_KEYS} if isinstance(phase, dict) else 0
+            if unknown or not isinstance(phase, dict):
+                raise ValueError(
+                    f"{where}: [objective] a phase is a table of steps, "
+                    f"{', '.join(OBJECTIVE_KEYS)}; got {phase!r}"
+                )
+    return value
+
+
+def _is_list_of_strings(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
 def _read_file(path) -> dict:
@@ -156,9 +187,12 @@ def run(config: dict, progress: bool = True) -> list[dict]:
     objective = build_objective(config["objective"])
     settings = config["train"]
     output = Path(settings["output"])
-    output.mkdir(parents=True, exist_ok=True)
     recorded = copy.deepcopy(config)
     recorded["model"].update(shape=list(shape), modality=modality)
+    if os.path.isdir(recorded["model"]["method"]):  # a trained folder: found from anywhere
+        recorded["model"]["method"] = os.path.abspath(recorded["model"]["method"])
+    _check_same_model(output, recorded["model"], settings["resume"])
+    output.mkdir(parents=True, exist_ok=True)
     write_atomically(output / CONFIG, lambda path: Path(path).write_text(to_toml(recorded)))
     from .augment import augment
 
@@ -181,6 +215,26 @@ def run(config: dict, progress: bool = True) -> list[dict]:
     )
 
 
+def _check_same_model(output: Path, model: dict, resume: bool) -> None:
+    """Refuse to resume, in ``output``, a run of another model (before its config.toml is
+    overwritten, which would orphan its weights)."""
+    previous = output / CONFIG
+    if not (resume and (output / "checkpoint.pt").exists() and previous.exists()):
+        return
+    try:
+        recorded = tomllib.loads(previous.read_text()).get("model", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return  # unreadable: the checkpoint itself decides
+    if recorded != model:
+        changed = sorted(
+            k for k in model.keys() | recorded.keys() if model.get(k) != recorded.get(k)
+        )
+        raise ValueError(
+            f"{output} holds a run of another model ([model] {', '.join(changed)} differ); "
+            "train into another folder, or set train.resume = false to start it afresh"
+        )
+
+
 def build_model(section: dict):
     """``(model, grid shape, modality)``: a new network, or a registered method's with its
     weights (fine-tuning)."""
@@ -191,7 +245,7 @@ def build_model(section: dict):
         if not isinstance(method, NetworkMethod):
             raise ValueError(f"{section['method']} is not a network: there is nothing to tune")
         model = method.build(section["weights"] or None)
-        return model, method.shape, method.modality
+        return model, method.shape, section["modality"] or method.modality
     from ..zoo.gradicon import network_from_config
 
     shape = tuple(section["shape"])
@@ -222,14 +276,16 @@ def build_data(section: dict, shape, modality):
         cache_directory=section["cache_directory"] or None,
     )
     if isinstance(source, list):
-        return ImagePairs.from_files(source, **options)
-    if os.path.isdir(source):
-        return ImagePairs.from_folder(source, **options)
-    if source.lower().endswith(".csv"):
-        return ImagePairs.from_csv(source, **options)
-    raise ValueError(
-        f"[data] source {source!r} is not 'synthetic', a folder, a CSV file or a list of files"
-    )
+        pairs = ImagePairs.from_files(source, **options)
+    elif os.path.isdir(source):
+        pairs = ImagePairs.from_folder(source, **options)
+    elif source.lower().endswith(".csv"):
+        pairs = ImagePairs.from_csv(source, **options)
+    else:
+        raise ValueError(
+            f"[data] source {source!r} is not 'synthetic', a folder, a CSV file or a list of files"
+        )
+    return pairs.preload()  # a bad file fails now, not hours into the run
 
 
 def build_objective(section: dict):
@@ -270,7 +326,7 @@ def _toml_value(value) -> str:
 
 
 def _objective_keys(section):
-    return {k: section[k] for k in ("similarity", "regularizer", "weight")}
+    return {k: section[k] for k in OBJECTIVE_KEYS}
 
 
 def _value(text: str):

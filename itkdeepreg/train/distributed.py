@@ -29,13 +29,17 @@ def setup() -> tuple[int, int]:
 
 
 def local_device(device=None) -> torch.device:
-    """The device this process trains on: ``device``, or its own GPU (torchrun's LOCAL_RANK)
-    where CUDA is, or the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    """The device this process trains on: ``device``, or the CPU where CUDA is not. A CUDA
+    device without an index is the process's own GPU (torchrun's LOCAL_RANK), made current,
+    as NCCL needs."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def is_distributed() -> bool:
@@ -54,11 +58,12 @@ def data_parallel(model: nn.Module) -> nn.Module:
     )
 
 
-def mean_over_processes(values: dict) -> dict:
-    """The mean over processes of a dict of numbers (what a log line reports)."""
+def mean_over_processes(values: dict, device) -> dict:
+    """The mean over processes of a dict of numbers (what a log line reports); ``device`` is
+    the process's (NCCL reduces CUDA tensors only)."""
     if not is_distributed():
         return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64)
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return dict(zip(values, (tensor / dist.get_world_size()).tolist()))
 
@@ -93,6 +98,9 @@ class SyncBatchNorm(_BatchNorm):
         if not (self.training and is_distributed()):
             return super().forward(input)
         self._check_input_dim(input)
+        dtype = input.dtype
+        # the statistics in float32 at least, as torch's BatchNorm computes them under autocast
+        input = input.to(torch.promote_types(dtype, torch.float32))
         axes = [0, *range(2, input.dim())]
         channels = (1, -1) + (1,) * (input.dim() - 2)
         count = torch.tensor([input.numel() / input.shape[1]], dtype=input.dtype)
@@ -105,6 +113,7 @@ class SyncBatchNorm(_BatchNorm):
         output = centred * torch.rsqrt(variance + self.eps).reshape(channels)
         if self.affine:
             output = output * self.weight.reshape(channels) + self.bias.reshape(channels)
+        output = output.to(dtype)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

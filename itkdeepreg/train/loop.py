@@ -3,8 +3,8 @@
 Adam on the model's weights; checkpoints to resume from; a CSV log (and TensorBoard, if
 installed); a progress bar; bf16 autocast on request; data parallel under torchrun.
 
-Every random draw of a step comes from generators seeded by ``(seed, step)``, the data's also
-by the process's rank. So a run is reproducible, a resumed run continues the same loss curve
+Every random draw of a step comes from generators seeded by ``(seed, step)`` and the
+process's rank. So a run is reproducible, a resumed run continues the same loss curve
 (the checkpoint holds the weights and Adam's state; the data need no state), and each
 process of a data-parallel run draws batches of its own.
 """
@@ -27,6 +27,7 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.pt"
 LOG = "log.csv"
 COLUMNS = ("step", "loss", "similarity", "regularization", "seconds")
+DATA, NOISE = 0, 1  # the random streams of a step
 
 
 def train(
@@ -65,27 +66,30 @@ def train(
     device = distributed.local_device(device)
     writer = _Output(output, tensorboard) if output is not None and rank == 0 else None
     model.to(device).train()
+    # first, as it swaps the BatchNorm layers: Adam must hold the parameters that train
+    step_model = distributed.data_parallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     start = _resume(output, model, optimizer, steps) if output is not None and resume else 0
+    for group in optimizer.param_groups:  # the rate asked for, not the checkpoint's
+        group["lr"] = learning_rate
     if writer is not None:
         writer.open(start)
-    step_model = distributed.data_parallel(model)
 
     rows = []
     with progress_bar(steps - start, "training", progress and rank == 0) as bar:
         for step in range(start, steps):
             began = time.perf_counter()
-            data_generator = torch.Generator().manual_seed(_seed(seed, step, rank))
+            data_generator = torch.Generator().manual_seed(_seed(seed, step, rank, DATA))
             moving, fixed = data.sample(batch_size, data_generator)
             if augment is not None:
                 moving, fixed = augment(moving, fixed, data_generator)
-            noise = torch.Generator(device).manual_seed(_seed(seed, step, 0))
+            noise = torch.Generator(device).manual_seed(_seed(seed, step, rank, NOISE))
             with torch.autocast(device.type, torch.bfloat16, enabled=mixed_precision):
                 terms = objective.at(step)(step_model, moving.to(device), fixed.to(device), noise)
             optimizer.zero_grad()
             terms["loss"].backward()
             optimizer.step()
-            row = distributed.mean_over_processes({k: v.item() for k, v in terms.items()})
+            row = distributed.mean_over_processes({k: v.item() for k, v in terms.items()}, device)
             row = {"step": step + 1, **row, "seconds": time.perf_counter() - began}
             rows.append(row)
             bar.update()
@@ -99,9 +103,10 @@ def train(
     return rows
 
 
-def _seed(seed, step, rank):
-    """One seed per (seed, step, rank), distinct for up to 2^20 steps and 2^10 processes."""
-    return (seed * 2**20 + step) * 2**10 + rank
+def _seed(seed, step, rank, stream):
+    """One seed per (seed, step, rank, stream), distinct for up to 2^20 steps and 2^10
+    processes: the data and the objective's noise draw from streams of their own."""
+    return ((seed * 2**20 + step) * 2**10 + rank) * 2 + stream
 
 
 def _resume(output, model, optimizer, steps) -> int:
