@@ -1,6 +1,13 @@
 """Models as trees of registration steps (DESIGN.md, idea 3)."""
 
-from .inference import register_pair
+from .inference import both_directions, register_pair
 from .steps import AffineStep, DisplacementStep, Downsample, TwoStep
 
-__all__ = ["AffineStep", "DisplacementStep", "Downsample", "TwoStep", "register_pair"]
+__all__ = [
+    "AffineStep",
+    "DisplacementStep",
+    "Downsample",
+    "TwoStep",
+    "both_directions",
+    "register_pair",
+]

@@ -28,12 +28,19 @@ def register_pair(
     model.eval()
     try:
         with torch.inference_mode():
-            if inverse:  # both directions as one batch of two
-                transform = model(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
-            else:
-                transform = model(moving, fixed)
+            transform = both_directions(model, moving, fixed) if inverse else model(moving, fixed)
     finally:
         for module, training in modes.items():  # each submodule's own mode, as it was
             module.training = training
-    transform = transform.map_tensors(torch.clone)  # outside inference mode: ordinary tensors
-    return (transform.select(0), transform.select(1)) if inverse else transform
+    # outside inference mode: ordinary tensors
+    if inverse:
+        return tuple(t.map_tensors(torch.clone) for t in transform)
+    return transform.map_tensors(torch.clone)
+
+
+def both_directions(model: nn.Module, moving: torch.Tensor, fixed: torch.Tensor):
+    """``(forward, backward)``: the model's maps fixed -> moving and moving -> fixed of each
+    pair ``[B, C, *shape]``, computed as one batch of 2B (as published, and one pass)."""
+    batch = moving.shape[0]
+    both = model(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
+    return both.select(slice(batch)), both.select(slice(batch, None))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..losses import lncc, pair_objective
-from ..models import register_pair
+from ..models import both_directions, register_pair
 from ..transforms import Transform
 from .deformable import register_deformable
 from .loop import OptimizationResult, check_images, minimise, progress_bar, seeded_generator
@@ -53,8 +53,7 @@ def optimize_weights(
     generator = seeded_generator(fixed)
 
     def objective():
-        both = network(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
-        forward, backward = both.select(0), both.select(1)
+        forward, backward = both_directions(network, moving, fixed)
         return pair_objective(
             forward, backward, moving, fixed, similarity, weight=weight, generator=generator
         )["loss"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..losses import REGULARIZERS, named_similarity, pair_objective
+from ..models import both_directions
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,10 @@ class Objective:
 
     def __call__(self, model: nn.Module, moving, fixed, generator=None) -> dict:
         """``{"loss", "similarity", "regularization"}`` of ``model`` on ``[B, C, *shape]``."""
-        batch = moving.shape[0]
-        both = model(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
+        forward, backward = both_directions(model, moving, fixed)
         return pair_objective(
-            both.select(slice(batch)),
-            both.select(slice(batch, None)),
+            forward,
+            backward,
             moving,
             fixed,
             named_similarity(self.similarity),
