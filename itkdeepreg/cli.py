@@ -35,13 +35,9 @@ from . import __version__
 from .files import temporary_name, write_all
 from .geometry import ImageGeometry
 from .interop import InverseConsistentTransform, check_scalar_image, tensor_to_image
+from .interop.images import itk_error_message, read_image
 from .interop.transformix import transformix_outputs
-from .interop.transforms import (
-    FIELD_SUFFIXES,
-    TRANSFORM_SUFFIXES,
-    itk_error_message,
-    read_itk_transform,
-)
+from .interop.transforms import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, read_itk_transform
 from .methods import SIMILARITIES, method_names, method_options, takes_option
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
 
@@ -890,13 +886,9 @@ def _read_image(path, flag, scalar=True):
     """An image file (any format ITK reads, or a DICOM folder); one-line errors."""
     _require_file(path, flag)
     try:
-        image = itk.imread(os.fspath(path))
-    except RuntimeError as error:
-        raise CommandError(f"{flag}: cannot read {path}: {itk_error_message(error)}") from None
-    except TypeError:  # itk.TemplateTypeError: a pixel type ITK Python does not wrap
-        raise CommandError(
-            f"{flag}: cannot read {path}: ITK Python has no reader for its pixel type"
-        ) from None
+        image = read_image(path)
+    except ValueError as error:
+        raise CommandError(f"{flag}: {error}") from None
     if scalar:
         try:
             check_scalar_image(image, f"{flag} {path}")

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import itk
 import numpy as np
@@ -158,6 +159,7 @@ def test_initial_transform_is_where_the_registration_starts(files, tmp_path):
     [
         ("missing input", 1, "no such file"),
         ("unreadable input", 1, "cannot read"),
+        ("truncated input", 1, "truncated gzip"),
         ("unknown method", 2, "unknown method"),
         ("option not taken", 2, "takes no option"),
         ("bad suffix", 2, "must end in"),
@@ -180,6 +182,10 @@ def test_mistakes_are_one_line_and_leave_nothing(
         moving = str(tmp_path / "nothing.nii.gz")
     elif mistake == "unreadable input":
         moving = outputs["--transform-out"]  # a transform, not an image
+    elif mistake == "truncated input":  # ITK alone reads the missing voxels as zeros
+        content = Path(paths["moving"]).read_bytes()
+        moving = str(Path(paths["moving"]).with_name("truncated.nii.gz"))
+        Path(moving).write_bytes(content[: len(content) // 2])
     elif mistake == "unknown method":
         method = "unigradicn"
     elif mistake == "option not taken":

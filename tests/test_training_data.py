@@ -384,14 +384,14 @@ def test_a_missing_file_is_refused_at_construction(tmp_path):
 
 @pytest.fixture
 def read_image_calls(monkeypatch):
-    """The paths ``read_image`` (ITK) is called with, recorded as it runs."""
-    calls, read_image = [], data.read_image
+    """The paths ``read_tensor`` (ITK) is called with, recorded as it runs."""
+    calls, read_image = [], data.read_tensor
 
     def recording_read_image(path, dimension):
         calls.append(path)
         return read_image(path, dimension)
 
-    monkeypatch.setattr(data, "read_image", recording_read_image)
+    monkeypatch.setattr(data, "read_tensor", recording_read_image)
     return calls
 
 
@@ -408,7 +408,7 @@ def test_a_second_run_reads_the_cache_without_itk(tmp_path, monkeypatch):
     def no_itk(path, dimension):
         raise AssertionError(f"read {path} with ITK, not from the cache")
 
-    monkeypatch.setattr(data, "read_image", no_itk)
+    monkeypatch.setattr(data, "read_tensor", no_itk)
     second = ImagePairs.from_files(paths, ARRAY_2D, cache_directory=cache)
     for index in range(len(paths)):
         assert torch.equal(second.image(index), first.image(index))

@@ -2,13 +2,59 @@
 
 from __future__ import annotations
 
+import gzip
 import math
+import os
+import zlib
 
 import itk
 import numpy as np
 import torch
 
 from ..geometry import ImageGeometry
+
+
+def read_image(path):
+    """The image of a file ITK reads (or a DICOM folder), as ITK reads it; a ``ValueError``
+    that says why not: ITK's message, a pixel type ITK Python wraps no reader for, or a
+    truncated or corrupt ``.gz`` file (which ITK reads without a word, the rest as zeros)."""
+    path = os.fspath(path)
+    _check_gzip(path)
+    try:
+        return itk.imread(path)
+    except RuntimeError as error:
+        raise ValueError(f"cannot read {path}: {itk_error_message(error)}") from None
+    except TypeError:  # itk.TemplateTypeError: a pixel type ITK Python wraps no reader for
+        raise ValueError(
+            f"cannot read {path}: ITK Python has no reader for its pixel type"
+        ) from None
+
+
+def _check_gzip(path: str) -> None:
+    if not path.lower().endswith(".gz") or not os.path.isfile(path):
+        return
+    try:
+        with gzip.open(path, "rb") as file:
+            while file.read(2**24):
+                pass
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(
+            f"cannot read {path}: a corrupt or truncated gzip file ({error})"
+        ) from None
+
+
+def itk_error_message(error) -> str:
+    """The useful line of an ITK exception's text (after ``ITK ERROR: ...:``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for number, line in enumerate(lines):
+        if "ITK ERROR" in line:
+            text = line.split("ITK ERROR", 1)[1].lstrip(":").strip()
+            if "): " in text:
+                text = text.split("): ", 1)[1]
+            if not text and number + 1 < len(lines):
+                text = lines[number + 1]
+            return text
+    return lines[0] if lines else type(error).__name__
 
 
 def check_scalar_image(image, name="image"):

@@ -28,7 +28,7 @@ from ..transforms import (
     from_physical,
     to_physical,
 )
-from .images import as_geometry, set_geometry
+from .images import as_geometry, itk_error_message, set_geometry
 
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
 FIELD_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file formats: renamed whole
@@ -140,20 +140,6 @@ def read_itk_transform(path):
             "their order of application is ambiguous"
         )
     return transforms[0]
-
-
-def itk_error_message(error) -> str:
-    """The useful line of an ITK exception's text (after ``ITK ERROR: ...:``)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for number, line in enumerate(lines):
-        if "ITK ERROR" in line:
-            text = line.split("ITK ERROR", 1)[1].lstrip(":").strip()
-            if "): " in text:
-                text = text.split("): ", 1)[1]
-            if not text and number + 1 < len(lines):
-                text = lines[number + 1]
-            return text
-    return lines[0] if lines else type(error).__name__
 
 
 def _looks_like_parameter_file(path) -> bool:

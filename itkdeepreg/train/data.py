@@ -12,12 +12,10 @@ images are all in the cache never needs it).
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 import os
 import pickle
-import zlib
 from pathlib import Path
 
 import torch
@@ -292,7 +290,7 @@ class ImagePairs:
             cached = self._read_cache(cache_file)
             if cached is not None:
                 return cached
-        tensor = _prepare(read_image(path, len(self.shape)), path, modality, self.shape)
+        tensor = _prepare(read_tensor(path, len(self.shape)), path, modality, self.shape)
         if cache_file is not None:
             write_atomically(cache_file, lambda name: torch.save(tensor, name), (".pt",))
         return tensor
@@ -313,24 +311,13 @@ class ImagePairs:
         return tensor if usable else None
 
 
-def read_image(path: Path, dimension: int) -> torch.Tensor:
+def read_tensor(path: Path, dimension: int) -> torch.Tensor:
     """The array of a scalar image file, ``[1, 1, *size]`` float32 (axes z, y, x); a
-    ``ValueError`` that names the file if ITK cannot read it, or it is not a scalar
+    ``ValueError`` that names the file if it cannot be read, or is not a scalar
     ``dimension``-D image."""
-    import itk
+    from ..interop.images import check_scalar_image, image_to_tensor, read_image
 
-    from ..interop.images import check_scalar_image, image_to_tensor
-    from ..interop.transforms import itk_error_message
-
-    _check_gzip(path)
-    try:
-        image = itk.imread(os.fspath(path))
-    except RuntimeError as error:
-        raise ValueError(f"cannot read {path}: {itk_error_message(error)}") from None
-    except TypeError:  # itk.TemplateTypeError: a pixel type ITK Python wraps no reader for
-        raise ValueError(
-            f"cannot read {path}: ITK Python has no reader for its pixel type"
-        ) from None
+    image = read_image(path)
     try:
         check_scalar_image(image, "the image")
         if image.GetImageDimension() != dimension:
@@ -341,21 +328,6 @@ def read_image(path: Path, dimension: int) -> torch.Tensor:
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
     return tensor
-
-
-def _check_gzip(path: Path) -> None:
-    """A ``ValueError`` for a truncated or corrupt ``.gz`` file, which ITK reads without a
-    word, the missing voxels as zeros."""
-    if not path.name.lower().endswith(".gz"):
-        return
-    try:
-        with gzip.open(path, "rb") as file:
-            while file.read(2**24):
-                pass
-    except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(
-            f"cannot read {path}: a corrupt or truncated gzip file ({error})"
-        ) from None
 
 
 def _prepare(tensor: torch.Tensor, path: Path, modality: str, shape) -> torch.Tensor:
