@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import identity_grid, sample
+from ..transforms import Affine
 
 PUBLISHED_AFFINE_NOISE = 0.05
 
@@ -38,7 +38,7 @@ def augment(moving, fixed, generator: torch.Generator, permute=True, affine=PUBL
         matrix = matrix + affine * torch.randn(batch, dimension, dimension, generator=generator)
         # the published translation is in [-1, 1] units: half of it in the unit cube
         shift = affine / 2 * torch.randn(batch, dimension, generator=generator)
-        warped.append(sample(image, _about_centre(matrix, shift, image.shape[2:]).to(image)))
+        warped.append(_about_centre(matrix, shift).warp(image, padding="border"))
     return warped[0], warped[1]
 
 
@@ -51,9 +51,11 @@ def random_signed_permutations(batch: int, dimension: int, generator: torch.Gene
     return matrices
 
 
-def _about_centre(matrix, shift, shape):
-    """Unit-cube coordinates ``[B, D, *shape]`` of the map ``x -> c + M (x - c) + shift``."""
-    grid = identity_grid(shape) - 0.5
-    flat = grid.flatten(2)
-    points = torch.einsum("bij,jn->bin", matrix, flat[0]) + 0.5 + shift[..., None]
-    return points.view(matrix.shape[0], len(shape), *shape)
+def _about_centre(matrix, shift) -> Affine:
+    """The map ``x -> c + M (x - c) + shift`` about the unit cube's centre ``c``."""
+    batch, dimension = matrix.shape[:2]
+    centre = torch.full((dimension,), 0.5)
+    homogeneous = torch.eye(dimension + 1).repeat(batch, 1, 1)
+    homogeneous[:, :dimension, :dimension] = matrix
+    homogeneous[:, :dimension, dimension] = centre - matrix @ centre + shift
+    return Affine(homogeneous)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses.similarity import gaussian_blur
-from ..sampling import identity_grid, sample
+from ..sampling import identity_grid, resample, sample
 from ..transforms import Velocity
 
 CONTRASTS = ("same", "independent")
@@ -175,7 +175,7 @@ class SyntheticPairs:
                 batch_size, self.labels, *[scale] * self.dimension, generator=generator
             )
             if scale != finest[0]:
-                noise = _upsample(noise, finest)
+                noise = resample(noise, finest)
             total = noise if total is None else total + noise
         return total
 
@@ -198,7 +198,7 @@ class SyntheticPairs:
         radii = 0.3 + 0.15 * torch.rand(view, generator=generator)
         radius = ((grid - centre) / radii).square().sum(1).sqrt()
         noise = torch.randn(count, 1, *[_BIAS_POINTS] * self.dimension, generator=generator)
-        rugged = _upsample(_smooth(noise, _BIAS_SMOOTHING), self.shape)[:, 0]
+        rugged = resample(_smooth(noise, _BIAS_SMOOTHING), self.shape)[:, 0]
         return radius + 0.15 * rugged / rugged.flatten(1).std(1).view(-1, *[1] * self.dimension) > 1
 
     def _paint(self, labels, dark, generator):
@@ -225,7 +225,7 @@ class SyntheticPairs:
         )
         strength = self.bias * torch.rand(count, generator=generator)
         log_bias = log_bias * strength.view(-1, *[1] * (labels.dim() - 1))
-        images = images * _upsample(log_bias, self.shape).exp()
+        images = images * resample(log_bias, self.shape).exp()
 
         gammas = torch.exp(self.gamma * torch.randn(count, generator=generator))
         images = _min_max(images) ** gammas.view(-1, *[1] * (labels.dim() - 1))
@@ -354,11 +354,6 @@ def _smooth(image, sigma):
     for axis in range(2, image.dim()):
         blurred = blurred.narrow(axis, radius, image.shape[axis])
     return blurred
-
-
-def _upsample(image, shape):
-    mode = "bilinear" if image.dim() == 4 else "trilinear"
-    return F.interpolate(image, size=list(shape), mode=mode, align_corners=True)
 
 
 def _min_max(images):
