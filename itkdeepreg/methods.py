@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -367,13 +368,17 @@ def trained_method(folder) -> NetworkMethod:
     """The network a training run wrote into ``folder`` (``itkdeepreg train``: its
     ``config.toml`` and ``weights.pt``) as a method, on the grid and modality it was trained
     with."""
-    import tomllib
-
     folder = os.path.abspath(folder)
     config, weights = os.path.join(folder, "config.toml"), os.path.join(folder, "weights.pt")
     for path in (config, weights):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{folder} is not a trained model: it has no {path}")
+    return _trained_method(config, weights, os.stat(config).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _trained_method(config, weights, config_time) -> NetworkMethod:
+    """One method per run and configuration, so that its loaded model is kept (``_load``)."""
     try:
         with open(config, "rb") as file:
             model = tomllib.load(file)["model"]
