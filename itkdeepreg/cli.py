@@ -384,10 +384,8 @@ def _train(args) -> int:
     from .train.config import read_config, run
 
     config = read_config(args.config, args.set, finetune=args.finetune)
-    try:
-        rows = run(config, progress=not args.quiet)
-    finally:
-        distributed.teardown()
+    rows = run(config, progress=not args.quiet)
+    distributed.teardown()
     output = config["train"]["output"]
     if rows:
         print(f"step {rows[-1]['step']}: loss {rows[-1]['loss']:.4f}; wrote into {output}:")
