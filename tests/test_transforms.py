@@ -47,6 +47,33 @@ def test_sample_padding_and_modes():
         idr.sample(image, between, padding="reflect")
 
 
+@pytest.mark.parametrize("mode, padding", [("bilinear", "zeros"), ("nearest", "border")])
+def test_grid_sample_split_across_threads_equals_one_call(mode, padding):
+    from itkdeepreg.sampling import grid_sample
+
+    torch.manual_seed(0)
+    volume = torch.rand(1, 3, 23, 19, 17, requires_grad=True)
+    # 67 x 71 x 29 points: four uneven pieces of 2^16 points or more
+    grid = (torch.rand(1, 67, 71, 29, 3) * 2.2 - 1.1).requires_grad_()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        split = grid_sample(volume, grid, mode, padding)
+    finally:
+        torch.set_num_threads(threads)
+    assert "Split" in type(split.grad_fn.next_functions[0][0]).__name__  # it was split
+    whole = torch.nn.functional.grid_sample(
+        volume, grid, mode=mode, padding_mode=padding, align_corners=True
+    )
+    assert torch.equal(split, whole)
+    weights = torch.rand_like(whole)
+    for a, b in zip(
+        torch.autograd.grad((split * weights).sum(), [volume, grid]),
+        torch.autograd.grad((whole * weights).sum(), [volume, grid]),
+    ):
+        torch.testing.assert_close(a, b)
+
+
 def test_resample_to_model_grid_and_back_is_close_for_smooth_images(dimension):
     shape = (29, 23, 19)[:dimension]
     image = smooth_image(shape)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..sampling import identity_grid, sample
+from ..sampling import grid_sample, identity_grid, sample
 from .base import Transform
 
 
@@ -139,9 +138,7 @@ class Velocity(Transform):
         points = points.movedim(1, -1).flip(-1) * 2 - 1
 
         def velocity(at):
-            values = F.grid_sample(
-                field, at, mode="bilinear", padding_mode="border", align_corners=True
-            )
+            values = grid_sample(field, at, mode="bilinear", padding_mode="border")
             return values.movedim(1, -1)
 
         h = 1.0 / self.steps
