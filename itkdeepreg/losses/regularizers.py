@@ -49,14 +49,15 @@ def gradicon(
     draws the noise.
     """
     points = _points(forward, shape, noise, generator)
-    error = forward(backward(points)) - points
-    total = 0.0
-    for axis in range(points.shape[1]):
-        step = torch.zeros_like(points)
-        step[:, axis] = delta
-        moved_error = forward(backward(points + step)) - (points + step)
-        total = total + (((moved_error - error) / delta) ** 2).mean()
-    return total
+    dimension = points.shape[1]
+    steps = delta * torch.eye(dimension, dtype=points.dtype, device=points.device)
+    # the points and their moves along each axis in one batch of samples: 1 + D grids side
+    # by side along the first grid axis
+    moved = torch.cat(
+        [points] + [points + step.reshape(1, -1, *[1] * dimension) for step in steps], 2
+    )
+    error, *moved_errors = (forward(backward(moved)) - moved).chunk(1 + dimension, 2)
+    return sum((((moved_error - error) / delta) ** 2).mean() for moved_error in moved_errors)
 
 
 def diffusion(field: torch.Tensor) -> torch.Tensor:
