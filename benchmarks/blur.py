@@ -7,12 +7,11 @@ at the sizes that matter: LNCC's five blurred quantities plus the weight at a 2 
     python benchmarks/blur.py [repeats]
 """
 
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+from memory import forward_backward_medians
 
 from itkdeepreg.losses import gaussian_blur
 
@@ -57,13 +56,7 @@ def main(repeats=5):
         image = torch.rand(1, 6, *shape, requires_grad=True)
         reference = conv1d_blur(image, sigma)
         assert torch.allclose(gaussian_blur(image, sigma), reference, atol=1e-5)
-        times = {name: [] for name in ways}
-        for _ in range(repeats):
-            for name, blur in ways.items():
-                start = time.perf_counter()
-                blur(image, sigma).sum().backward()
-                times[name].append(time.perf_counter() - start)
-        medians = {name: statistics.median(t) for name, t in times.items()}
+        medians = forward_backward_medians(ways, repeats, image, sigma)
         cells = " | ".join(f"{m:.3f} s" for m in medians.values())
         ratio = medians["conv1d"] / medians["shifted views (ours)"]
         print(f"| {'x'.join(map(str, shape))} | {sigma} | 6 | {cells} | {ratio:.1f} |")

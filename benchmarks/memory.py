@@ -1,14 +1,28 @@
-"""Time and added peak memory of one call: what the benchmarks here measure, one way.
+"""Time and added peak memory of calls: what the benchmarks here measure, one way.
 
 On a GPU, allocated memory above what was allocated before the call; on a CPU, resident
 memory sampled every 5 ms above what was resident before it.
 """
 
 import os
+import statistics
 import threading
 import time
 
 import torch
+
+
+def forward_backward_medians(ways: dict, repeats: int, *arguments) -> dict:
+    """Median seconds of ``way(*arguments).sum().backward()`` for each of ``ways`` (name ->
+    way), the ways taking turns ``repeats`` times, so that a shared machine's slow minutes
+    fall on all of them."""
+    times = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way(*arguments).sum().backward()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def timed_peak(function, device) -> tuple[float, float]:

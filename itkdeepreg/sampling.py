@@ -61,7 +61,7 @@ def grid_sample(
     PyTorch's 3D CPU kernel shares out the batch, not the points, among threads, so a batch
     of one, a registration's, runs on one core. Here its points are cut into as many pieces
     as there are threads and sampled as a batch of pieces of the same volume: the same
-    values, 1.3 to 1.6 times faster on two cores (``benchmarks/grid_sample.py``). The price:
+    values, 1.3 to 1.7 times faster on two cores (``benchmarks/grid_sample.py``). The price:
     a volume that needs a gradient gets a gradient buffer of its size for each piece. The 2D
     kernel is vectorised: at the sizes of 2D images, splitting it costs more than it gains.
     """
