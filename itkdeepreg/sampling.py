@@ -49,7 +49,7 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
 
 
 _POINTS_PER_THREAD = 1 << 16  # below this, splitting costs more than it gains
-_INTERPOLATION = {"bilinear": 0, "nearest": 1, "bicubic": 2}  # aten's codes
+_INTERPOLATION = {"bilinear": 0, "nearest": 1}  # aten's codes
 _PADDING = {"zeros": 0, "border": 1, "reflection": 2}
 
 

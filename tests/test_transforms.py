@@ -53,8 +53,8 @@ def test_grid_sample_split_across_threads_equals_one_call(mode, padding):
 
     torch.manual_seed(0)
     volume = torch.rand(1, 3, 23, 19, 17, requires_grad=True)
-    # 67 x 71 x 29 points: four uneven pieces of 2^16 points or more
-    grid = (torch.rand(1, 67, 71, 29, 3) * 2.2 - 1.1).requires_grad_()
+    # 67 x 71 x 59 points: four uneven pieces of 2^16 points or more
+    grid = (torch.rand(1, 67, 71, 59, 3) * 2.2 - 1.1).requires_grad_()
     threads = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
