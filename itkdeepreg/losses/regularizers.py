@@ -51,12 +51,12 @@ def gradicon(
     points = _points(forward, shape, noise, generator)
     dimension = points.shape[1]
     steps = delta * torch.eye(dimension, dtype=points.dtype, device=points.device)
-    # the points and their moves along each axis in one batch of samples: 1 + D grids side
-    # by side along the first grid axis
-    moved = torch.cat(
-        [points] + [points + step.reshape(1, -1, *[1] * dimension) for step in steps], 2
+    # each point and its moves along the axes side by side, in one set of points: the maps
+    # are sampled once, and a point's 1 + D samples share their cells in the cache
+    moved = torch.stack(
+        [points] + [points + step.reshape(1, -1, *[1] * dimension) for step in steps], -1
     )
-    error, *moved_errors = (forward(backward(moved)) - moved).chunk(1 + dimension, 2)
+    error, *moved_errors = (forward(backward(moved)) - moved).unbind(-1)
     return sum((((moved_error - error) / delta) ** 2).mean() for moved_error in moved_errors)
 
 
