@@ -39,13 +39,30 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
     dtype = dtype if dtype.is_floating_point else torch.float32
     volume = volume.to(dtype).expand(batch, *volume.shape[1:])
     coords = coords.to(device=volume.device, dtype=dtype).expand(batch, *coords.shape[1:])
-    spatial = coords.shape[2:]
-    if len(spatial) != dimension:  # grid_sample takes a grid of points: make one, P x 1 (x 1)
-        coords = coords.reshape(batch, dimension, -1, *[1] * (dimension - 1))
-    # grid_sample wants [-1, 1] coordinates with the last axis in (x, y, z) order
-    grid = (coords.flip(1).movedim(1, -1) * 2).sub_(1)
-    values = grid_sample(volume, grid, mode=_MODES[mode], padding_mode=padding)
-    return values.reshape(batch, volume.shape[1], *spatial)
+    values = grid_sample(volume, to_grid(coords), mode=_MODES[mode], padding_mode=padding)
+    return values.reshape(batch, volume.shape[1], *coords.shape[2:])
+
+
+def to_grid(coords: torch.Tensor) -> torch.Tensor:
+    """Unit-cube coordinates ``[B, D, *spatial]`` in ``grid_sample``'s layout: ``[-1, 1]``,
+    the last axis in (x, y, z) order; a list of points ``[B, D, P]`` becomes a P x 1 (x 1)
+    grid."""
+    dimension = coords.shape[1]
+    if coords.dim() - 2 != dimension:
+        coords = coords.reshape(coords.shape[0], dimension, -1, *[1] * (dimension - 1))
+    return (coords.flip(1).movedim(1, -1) * 2).sub_(1)
+
+
+def from_grid(grid: torch.Tensor, spatial) -> torch.Tensor:
+    """``to_grid`` undone: unit-cube coordinates ``[B, D, *spatial]``."""
+    coords = ((grid.flip(-1) + 1) / 2).movedim(-1, 1)
+    return coords.reshape(grid.shape[0], grid.shape[-1], *spatial)
+
+
+def to_grid_vectors(field: torch.Tensor) -> torch.Tensor:
+    """A field of unit-cube vectors ``[B, D, *shape]`` in ``grid_sample``'s units, channels
+    in (x, y, z) order: what moves a point of ``to_grid`` as the field moves the point."""
+    return field.flip(1) * 2
 
 
 _POINTS_PER_THREAD = 1 << 16  # below this, splitting costs more than it gains

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import grid_sample, identity_grid, sample
+from ..sampling import from_grid, grid_sample, identity_grid, sample, to_grid, to_grid_vectors
 from .base import Transform
 
 
@@ -127,15 +127,10 @@ class Velocity(Transform):
     def _integrate(self, coords):
         # Runge-Kutta in grid_sample's own layout ([-1, 1], last axis x, y(, z)), converted
         # once rather than at each of the 4 * steps samples: the same sums, a third less work
-        d = self.dimension
         batch = max(self.velocity.shape[0], coords.shape[0])
         dtype = torch.promote_types(self.velocity.dtype, coords.dtype)
-        field = (self.velocity.to(dtype).flip(1) * 2).expand(batch, *self.velocity.shape[1:])
-        points = coords.to(field.device, dtype).expand(batch, *coords.shape[1:])
-        spatial = points.shape[2:]
-        if len(spatial) != d:  # a list of points: grid_sample takes P x 1 (x 1)
-            points = points.reshape(batch, d, -1, *[1] * (d - 1))
-        points = points.movedim(1, -1).flip(-1) * 2 - 1
+        field = to_grid_vectors(self.velocity.to(dtype)).expand(batch, *self.velocity.shape[1:])
+        points = to_grid(coords.to(field.device, dtype).expand(batch, *coords.shape[1:]))
 
         def velocity(at):
             values = grid_sample(field, at, mode="bilinear", padding_mode="border")
@@ -148,4 +143,4 @@ class Velocity(Transform):
             k3 = velocity(points + h / 2 * k2)
             k4 = velocity(points + h * k3)
             points = points + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return ((points.flip(-1) + 1) / 2).movedim(-1, 1).reshape(batch, d, *spatial)
+        return from_grid(points, coords.shape[2:])
