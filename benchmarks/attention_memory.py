@@ -22,11 +22,10 @@ which are all there).
 import argparse
 import json
 import resource
-import subprocess
 import sys
 
 import torch
-from memory import timed_peak
+from memory import in_fresh_process, timed_peak
 
 
 def measure(backend, shape, padding, features, device, queries_used):
@@ -71,15 +70,14 @@ def measure(backend, shape, padding, features, device, queries_used):
 def main(shape, padding, features, device, backends, keops_queries):
     rows = {}
     for backend in backends:
-        command = [sys.executable, __file__, "--only", backend, "--shape", str(shape)]
-        command += ["--padding", str(padding), "--features", str(features), "--device", device]
+        arguments = ["--only", backend, "--shape", shape, "--padding", padding]
+        arguments += ["--features", features, "--device", device]
         if backend == "keops" and keops_queries:
-            command += ["--keops-queries", str(keops_queries)]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            print(f"{backend} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows[backend] = json.loads(result.stdout.strip().splitlines()[-1])
+            arguments += ["--keops-queries", keops_queries]
+        try:
+            rows[backend] = in_fresh_process(__file__, *arguments)
+        except RuntimeError as error:
+            print(error, file=sys.stderr)
     keys = (shape + 2 * padding) ** 3
     print(
         f"coordinate attention, {shape}^3 queries by {shape + 2 * padding}^3 keys, {features} "

@@ -4,12 +4,25 @@ On a GPU, allocated memory above what was allocated before the call; on a CPU, r
 memory sampled every 5 ms above what was resident before it.
 """
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
 import torch
+
+
+def in_fresh_process(script, *arguments) -> dict:
+    """The JSON object that ``python script *arguments`` prints last: one measurement in a
+    process of its own, whose memory starts clean. A failure raises with its stderr."""
+    command = [sys.executable, str(script), *map(str, arguments)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def forward_backward_medians(ways: dict, repeats: int, *arguments) -> dict:

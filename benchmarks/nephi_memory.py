@@ -18,11 +18,9 @@ every 5 ms on a CPU, allocated memory on a GPU. The target: NePhi at most one fi
 
 import argparse
 import json
-import subprocess
-import sys
 
 import torch
-from memory import timed_peak
+from memory import in_fresh_process, timed_peak
 
 OPERATIONS = {
     "field-level IO step": "fields",
@@ -77,10 +75,8 @@ def main(sizes, device):
     for size in sizes:
         rows = {}
         for name, operation in OPERATIONS.items():
-            command = [sys.executable, __file__, "--sizes", str(size), "--device", device]
-            command += ["--only", operation]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            rows[name] = json.loads(output.strip().splitlines()[-1])
+            arguments = ["--sizes", size, "--device", device, "--only", operation]
+            rows[name] = in_fresh_process(__file__, *arguments)
         fields = rows["field-level IO step"]["peak_gb"]
         for name, row in rows.items():
             print(

@@ -12,11 +12,9 @@ the ratios.
 
 import argparse
 import json
-import subprocess
-import sys
 
 import torch
-from memory import timed_peak
+from memory import in_fresh_process, timed_peak
 
 OPERATIONS = {
     "inference, one direction": "one",
@@ -78,18 +76,8 @@ def measure(operation, size, device):
 def main(size, device):
     rows = {}
     for name, operation in OPERATIONS.items():
-        command = [
-            sys.executable,
-            __file__,
-            "--size",
-            str(size),
-            "--device",
-            device,
-            "--only",
-            operation,
-        ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        rows[name] = json.loads(output.strip().splitlines()[-1])
+        arguments = ["--size", size, "--device", device, "--only", operation]
+        rows[name] = in_fresh_process(__file__, *arguments)
     one = rows["inference, one direction"]["seconds"]
     weights = rows["weight-level IO step"]
     print(
