@@ -111,10 +111,8 @@ class _SplitGridSample(torch.autograd.Function):
         windows, step = _windows(grid, ctx.pieces)
         # each window's share of the incoming gradient, zero where another window answers
         gradient = gradient.reshape(volume.shape[1], -1)
-        shares = gradient.new_zeros(ctx.pieces, volume.shape[1], windows.shape[3])
-        for k in range(ctx.pieces - 1):
-            shares[k, :, :step] = gradient[:, k * step : (k + 1) * step]
-        shares[-1] = gradient[:, (ctx.pieces - 1) * step :]
+        shares = gradient.unfold(1, windows.shape[3], step).transpose(0, 1).contiguous()
+        shares[:-1, :, step:] = 0
         volume_gradient, window_gradient = torch.ops.aten.grid_sampler_3d_backward(
             shares.reshape(ctx.pieces, volume.shape[1], *windows.shape[1:-1]),
             volume.expand(ctx.pieces, *volume.shape[1:]),

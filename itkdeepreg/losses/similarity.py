@@ -81,9 +81,10 @@ def mutual_information(image_a, image_b, mask=None, bins: int = 32):
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding.
 
-    Each axis is a weighted sum of shifted views of the zero-padded image, added in place,
+    Each axis is a weighted sum of shifted views of the image, added in place over the
+    range where the shifted view lies inside the image (zero padding without a padded copy),
     one slab at a time so that a slab stays in cache through all its shifts: memory-bound
-    work, five to twenty times faster on CPUs than ``conv1d`` or a depthwise ``conv3d``
+    work, eight to thirty times faster on CPUs than ``conv1d`` or a depthwise ``conv3d``
     (``benchmarks/blur.py``). The blur is self-adjoint (a symmetric kernel with zero
     padding), so its gradient is the same blur of the incoming gradient.
     """
@@ -98,28 +99,29 @@ class _GaussianBlur(torch.autograd.Function):
     def forward(ctx, image, sigma):
         ctx.sigma = sigma
         radius = int(round(2 * sigma))
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        offsets = torch.arange(0, radius + 1, dtype=torch.float64)
         kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-        kernel = (kernel / kernel.sum()).tolist()
+        kernel = (kernel / (2 * kernel.sum() - kernel[0])).tolist()  # kernel[shift], shift >= 0
         for axis in range(2, image.dim()):
             size = image.shape[axis]
-            padding = [0, 0] * (image.dim() - 2)
-            padding[2 * (image.dim() - 1 - axis)] = padding[2 * (image.dim() - 1 - axis) + 1] = (
-                radius
-            )
-            padded = F.pad(image, padding)
             blurred = torch.empty_like(image)
             # slabs are cut across the outermost other spatial axis (a 1D image's channels)
             across = next(a for a in (2, 3, 1) if a != axis and a < image.dim())
-            layer_bytes = padded.numel() * padded.element_size() // image.shape[across]
+            layer_bytes = image.numel() * image.element_size() // image.shape[across]
             slab = max(1, _SLAB_BYTES // layer_bytes)
             for start in range(0, image.shape[across], slab):
                 width = min(slab, image.shape[across] - start)
-                source = padded.narrow(across, start, width)
+                source = image.narrow(across, start, width)
                 target = blurred.narrow(across, start, width)
-                torch.mul(source.narrow(axis, 0, size), kernel[0], out=target)
-                for shift in range(1, 2 * radius + 1):
-                    target.add_(source.narrow(axis, shift, size), alpha=kernel[shift])
+                torch.mul(source, kernel[0], out=target)
+                for shift in range(1, min(radius, size - 1) + 1):
+                    inside = size - shift  # target[i] += w * (source[i - shift] + source[i + shift])
+                    target.narrow(axis, shift, inside).add_(
+                        source.narrow(axis, 0, inside), alpha=kernel[shift]
+                    )
+                    target.narrow(axis, 0, inside).add_(
+                        source.narrow(axis, shift, inside), alpha=kernel[shift]
+                    )
             image = blurred
         return image
 
