@@ -243,7 +243,7 @@ def deformable(
     symmetric=False,
     regularization=None,
     levels=(4, 2, 1),
-    iterations=(100, 100, 20),
+    iterations=(100, 50, 60),
     learning_rate=0.25,
     field_factor=2,
     smoothing=2.0,

@@ -52,7 +52,7 @@ def register_deformable(
     similarity=functools.partial(lncc, sigma=1.5),
     regularization: dict | None = None,
     levels=(4, 2, 1),
-    iterations=(100, 100, 20),
+    iterations=(100, 50, 60),
     learning_rate: float = 0.25,
     field_factor: float = 2,
     smoothing: float = 2.0,
