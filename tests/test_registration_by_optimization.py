@@ -118,6 +118,26 @@ def test_a_known_smooth_deformation_is_recovered(shape, parameterization):
         assert isinstance(result.forward.transforms[-1], idr.Velocity)  # found by regularizers
 
 
+@pytest.mark.parametrize("decay_to", [1.0, 0.1])
+def test_each_step_is_the_learning_rate_falling_along_a_half_cosine(decay_to):
+    from itkdeepreg.optimize.loop import minimise, progress_bar
+
+    # a constant gradient makes each of Adam's steps the learning rate itself
+    parameter = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    values = []
+
+    def objective():
+        values.append(parameter.item())
+        return parameter.sum()
+
+    with progress_bar(5, "test", enabled=False) as bar:
+        minimise(objective, [parameter], 5, 0.5, None, 10, bar, decay_to=decay_to)
+    values.append(parameter.item())
+    steps = -np.diff(values)
+    cosine = (1 + np.cos(np.pi * np.arange(5) / 4)) / 2
+    assert np.allclose(steps, 0.5 * (decay_to + (1 - decay_to) * cosine), rtol=1e-6)
+
+
 def test_the_symmetric_variant_comes_with_its_inverse():
     shape = (64, 64)
     moving, fixed, truth = textured_pair(shape)

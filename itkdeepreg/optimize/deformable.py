@@ -12,8 +12,11 @@ is this with the network's maps as ``initial``.
 Each pyramid level registers Gaussian-smoothed, resampled images on its own grid; the field
 lives on that grid made ``field_factor`` times coarser, starts from the previous level's
 field, and is stored in voxels of its grid, so that ``learning_rate`` is a step in voxels at
-every level. ``smoothing`` blurs the stored field before use, a Gaussian of that many field
-voxels: a preconditioner that keeps Adam's per-voxel steps from roughening the field.
+every level; at each level it falls along a half cosine to ``decay_to`` times itself, so that
+the last steps settle instead of jittering. ``smoothing`` blurs the stored field before use, a
+Gaussian of that many field voxels: a preconditioner that keeps Adam's per-voxel steps from
+roughening the field. The default similarity is squared LNCC (ANTs' CC is a squared
+correlation too).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..losses import bending_energy, diffusion, gaussian_blur, gradicon, icon, lncc
+from ..losses import bending_energy, diffusion, gaussian_blur, gradicon, icon, squared_lncc
 from ..sampling import resample
 from ..transforms import Affine, Displacement, Transform, Velocity, invert
 from .loop import (
@@ -49,13 +52,14 @@ def register_deformable(
     initial_inverse: Transform | None = None,
     parameterization: str = "velocity",
     symmetric: bool = False,
-    similarity=functools.partial(lncc, sigma=1.5),
+    similarity=functools.partial(squared_lncc, sigma=1.5),
     regularization: dict | None = None,
     levels=(4, 2, 1),
     iterations=(100, 50, 60),
     learning_rate: float = 0.25,
+    decay_to: float = 0.1,
     field_factor: float = 2,
-    smoothing: float = 2.0,
+    smoothing: float = 2.5,
     moving_mask=None,
     fixed_mask=None,
     tolerance: float | None = None,
@@ -69,7 +73,7 @@ def register_deformable(
     ``moving`` and ``fixed``: ``[1, 1, *shape]`` tensors, on any device (the work happens on
     the fixed image's). ``regularization``: weights by name, any of ``"diffusion"``,
     ``"bending_energy"`` (of the field, per level) and ``"gradicon"`` (of the forward and
-    backward maps, ``symmetric=True`` only); by default ``{"diffusion": 0.05}``, or
+    backward maps, ``symmetric=True`` only); by default ``{"diffusion": 0.1}``, or
     ``{"gradicon": 1.5}`` when symmetric. The backward map is exact for a velocity field
     (the flow of ``-v``), optimised when symmetric, and otherwise the displacement's
     fixed-point inverse. ``seed`` draws GradICON's point noise: the same inputs give the same
@@ -81,7 +85,7 @@ def register_deformable(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
         )
     if regularization is None:
-        regularization = {"gradicon": 1.5} if symmetric else {"diffusion": 0.05}
+        regularization = {"gradicon": 1.5} if symmetric else {"diffusion": 0.1}
     unknown = set(regularization) - set(REGULARIZERS)
     if unknown:
         raise ValueError(f"unknown regularizers {sorted(unknown)}; known: {REGULARIZERS}")
@@ -158,7 +162,7 @@ def register_deformable(
                 return total
 
             losses += minimise(
-                objective, parameters, steps, learning_rate, tolerance, patience, bar
+                objective, parameters, steps, learning_rate, tolerance, patience, bar, decay_to
             )
             with torch.no_grad():
                 fields = [_smoothed(p, smoothing) * c for p, c in zip(parameters, cells)]

@@ -114,6 +114,7 @@ def optimize_fields(
         levels=(1,),
         iterations=(iterations,),
         learning_rate=learning_rate,
+        decay_to=1.0,
         field_factor=field_factor,
         smoothing=0,
         moving_mask=moving_mask,

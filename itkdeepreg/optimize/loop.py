@@ -96,16 +96,24 @@ def seeded_generator(like: torch.Tensor, seed: int = 0) -> torch.Generator:
     return torch.Generator(device=like.device).manual_seed(seed)
 
 
-def minimise(objective, parameters, iterations, learning_rate, tolerance, patience, bar):
+def minimise(
+    objective, parameters, iterations, learning_rate, tolerance, patience, bar, decay_to=1.0
+):
     """Adam steps until ``iterations``, or, with a ``tolerance``, until the objective has improved
     by less than ``tolerance`` (relative) over the last ``patience`` steps. GradICON's points
     move every step, so the loss is noisy: a tolerance of 0 would stop at the first uphill step.
+    The learning rate falls along a half cosine to ``decay_to`` times itself at the last step
+    (1: constant).
 
     ``bar`` is a tqdm progress bar that counts the steps. Returns the objective at each step.
     """
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
     losses = []
-    for _ in range(iterations):
+    for step in range(iterations):
+        progress = step / max(iterations - 1, 1)
+        optimizer.param_groups[0]["lr"] = learning_rate * (
+            decay_to + (1 - decay_to) * (1 + math.cos(math.pi * progress)) / 2
+        )
         optimizer.zero_grad()
         loss = objective()
         loss.backward()
