@@ -243,7 +243,7 @@ def deformable(
     symmetric=False,
     regularization=None,
     levels=(4, 2, 1),
-    iterations=(100, 50, 60),
+    iterations=(50, 25, 40),
     learning_rate=0.25,
     decay_to=0.1,
     field_factor=2,

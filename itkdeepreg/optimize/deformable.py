@@ -55,7 +55,7 @@ def register_deformable(
     similarity=functools.partial(squared_lncc, sigma=1.5),
     regularization: dict | None = None,
     levels=(4, 2, 1),
-    iterations=(100, 50, 60),
+    iterations=(50, 25, 40),
     learning_rate: float = 0.25,
     decay_to: float = 0.1,
     field_factor: float = 2,
