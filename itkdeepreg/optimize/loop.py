@@ -108,16 +108,16 @@ def minimise(
     ``bar`` is a tqdm progress bar that counts the steps. Returns the objective at each step.
     """
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(iterations - 1, 1), eta_min=decay_to * learning_rate
+    )
     losses = []
-    for step in range(iterations):
-        progress = step / max(iterations - 1, 1)
-        optimizer.param_groups[0]["lr"] = learning_rate * (
-            decay_to + (1 - decay_to) * (1 + math.cos(math.pi * progress)) / 2
-        )
+    for _ in range(iterations):
         optimizer.zero_grad()
         loss = objective()
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
