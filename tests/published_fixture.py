@@ -1,0 +1,90 @@
+"""What the published uniGradICON network is compared on: weights drawn from a seed, a pair of
+images given by a formula, a small grid. ``tools/make_published_reference.py`` runs the published
+network (icon_registration and unigradicon from PyPI) on them and stores its maps and preprocessed images in
+``tests/data/published_unigradicon.npz``; ``test_published_parity.py`` runs ours on the same.
+
+Every tensor is random, the zero-initialised last convolutions and the BatchNorm statistics too,
+so a wrong layer order, axis or convention changes the maps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REFERENCE = Path(__file__).parent / "data" / "published_unigradicon.npz"
+# The smallest kind of grid the five-level U-Net takes at a quarter of its resolution (each
+# axis at least 65), with odd and even, unequal axes so that a swapped axis shows.
+SHAPE = (65, 70, 76)
+SEED = 20261125
+SAMPLES = 4096
+
+
+def seeded_weights(state: dict) -> dict:
+    """Random tensors of the names and shapes of ``state``, drawn from ``SEED`` in name order,
+    each at a scale that keeps the activations of a U-Net near one."""
+    generator = torch.Generator().manual_seed(SEED)
+
+    def normal(shape, std):
+        return torch.randn(shape, generator=generator, dtype=torch.float64).float() * std
+
+    weights = {}
+    for name in sorted(state):
+        shape = state[name].shape
+        if name.endswith("num_batches_tracked"):
+            weights[name] = torch.zeros_like(state[name])
+        elif name.endswith("running_mean"):
+            weights[name] = normal(shape, 0.1)
+        elif name.endswith("running_var"):
+            weights[name] = 0.5 + torch.rand(shape, generator=generator, dtype=torch.float64).float()
+        elif "batchNorms" in name:
+            weights[name] = normal(shape, 0.1) + (1.0 if name.endswith("weight") else 0.0)
+        elif name.endswith("bias"):
+            weights[name] = normal(shape, 0.01)
+        else:
+            kernel = math.prod(shape[2:])
+            # a transposed convolution's weight is [in, out, *kernel], stride 2 in each axis
+            fan_in = shape[0] * kernel / 2 ** len(shape[2:]) if "upConvs" in name else shape[1] * kernel
+            # the last convolution small: displacements of a few voxels, not of the whole grid
+            gain = 0.05 if "lastConv" in name else 1.0
+            weights[name] = normal(shape, gain * math.sqrt(2.0 / fan_in))
+    return weights
+
+
+def analytic_pair(shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """(moving, fixed): smooth blobs in ``[0, 1]``, the fixed one shifted and squeezed, as
+    float32 arrays of ``shape``; a formula, so the same on every machine."""
+    axes = np.meshgrid(*(np.linspace(0.0, 1.0, n) for n in shape), indexing="ij")
+
+    def blobs(centres, width):
+        image = sum(np.exp(-sum((a - c) ** 2 for a, c in zip(axes, centre)) / width**2)
+                    for centre in centres)
+        return (image / image.max()).astype(np.float32)
+
+    moving = blobs([(0.35, 0.4, 0.5), (0.65, 0.6, 0.4), (0.5, 0.3, 0.7)], 0.18)
+    fixed = blobs([(0.38, 0.45, 0.48), (0.62, 0.58, 0.45), (0.55, 0.33, 0.66)], 0.16)
+    return moving, fixed
+
+
+def analytic_intensities(shape=(12, 13, 14)) -> dict[str, np.ndarray]:
+    """Raw images for the published preprocessing, float32 arrays of ``shape``: a CT whose
+    clipped intensities fill only part of the [-1000, 1000] window, an MRI with a few bright
+    outliers, and a label map with labels -1, 0, 1 and 2."""
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    wave = np.sin(0.7 * i + 0.3 * j) * np.cos(0.5 * k - 0.2 * i)
+    ct = -1024.0 + 700.0 * (1.0 + wave) + 5.0 * j
+    mri = 300.0 + 250.0 * wave + 11.0 * k
+    mri[(i + j + k) % 37 == 0] = 5000.0
+    labels = np.floor(2.0 * wave + 1.0).clip(-1, 2)
+    return {name: a.astype(np.float32) for name, a in
+            (("ct", ct), ("mri", mri), ("labels", labels))}
+
+
+def sample_voxels(shape=SHAPE) -> np.ndarray:
+    """``SAMPLES`` voxel indices [n, 3] where the maps are compared, the corners among them."""
+    rng = np.random.default_rng(SEED)
+    corners = np.array(np.meshgrid(*([0, n - 1] for n in shape), indexing="ij")).reshape(3, -1).T
+    drawn = np.stack([rng.integers(0, n, SAMPLES - len(corners)) for n in shape], axis=1)
+    return np.concatenate([corners, drawn])

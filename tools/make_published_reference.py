@@ -1,0 +1,80 @@
+"""Run the published uniGradICON network on tests/published_fixture.py's weights and images and
+store its maps, the reference that tests/test_published_parity.py holds ours to.
+
+The published packages need a Python of their own (they want torchvision, which has no CPU
+build on PyPI); with the project installed, a side environment that sees it is enough:
+
+    python -m venv --system-site-packages /tmp/published
+    /tmp/published/bin/pip install --no-deps icon_registration==1.1.9 unigradicon==1.0.6 \
+        footsteps girder_client blosc tensorboard
+    /tmp/published/bin/python tools/make_published_reference.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from published_fixture import (  # noqa: E402
+    REFERENCE, SHAPE, analytic_intensities, analytic_pair, sample_voxels, seeded_weights,
+)
+
+
+def main():
+    import itk
+    import unigradicon
+
+    torch.set_num_threads(2)
+    net = unigradicon.make_network([1, 1, *SHAPE], include_last_step=True)
+    published = net.regis_net
+    names = json.loads((ROOT / "tests" / "data" / "unigradicon_state_dict_shapes.json").read_text())
+    shapes = {name: list(t.shape) for name, t in published.state_dict().items()}
+    if shapes != names:
+        raise SystemExit("the published network's state dict differs from the reference JSON")
+    published.load_state_dict(seeded_weights(published.state_dict()))
+    net.eval()
+
+    moving, fixed = (torch.from_numpy(image)[None, None] for image in analytic_pair())
+    with torch.no_grad():
+        # moving = image_A, fixed = image_B: phi_AB sends fixed coordinates to moving ones
+        forward = published(moving, fixed)(net.identity_map)[0]
+        backward = published(fixed, moving)(net.identity_map)[0]
+    voxels = sample_voxels()
+    index = tuple(torch.from_numpy(voxels).T)
+    displacement = (forward - net.identity_map[0]).abs().amax().item() * (max(SHAPE) - 1)
+    print(f"largest displacement of the forward map: {displacement:.2f} voxels")
+    REFERENCE.parent.mkdir(exist_ok=True)
+    raw = analytic_intensities()
+    image, labels = (itk.image_from_array(raw[name]) for name in ("ct", "labels"))
+    preprocessed = {
+        f"preprocessed_{modality}": itk.array_from_image(
+            unigradicon.preprocess(itk.image_from_array(raw[modality]), modality)
+        )
+        for modality in ("ct", "mri")
+    }
+    preprocessed["preprocessed_ct_labels"] = itk.array_from_image(
+        unigradicon.preprocess(image, "ct", mask=labels)
+    )
+    np.savez_compressed(
+        REFERENCE,
+        voxels=voxels,
+        forward=forward[(slice(None), *index)].T.numpy(),
+        backward=backward[(slice(None), *index)].T.numpy(),
+        **preprocessed,
+        versions=np.array(
+            [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
+        ),
+    )
+    print(f"wrote {REFERENCE}")
+
+
+if __name__ == "__main__":
+    main()
