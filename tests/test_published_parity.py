@@ -2,12 +2,13 @@
 1.0.6), run by tools/make_published_reference.py on the same random weights and images."""
 
 import numpy as np
+import pytest
 import torch
-from published_fixture import REFERENCE, SHAPE, analytic_pair, seeded_weights
+from published_fixture import REFERENCE, SHAPE, analytic_intensities, analytic_pair, seeded_weights
 
 from itkdeepreg.models import register_pair
 from itkdeepreg.sampling import identity_grid
-from itkdeepreg.zoo import unigradicon_network
+from itkdeepreg.zoo import preprocess, unigradicon_network
 from itkdeepreg.zoo.weights import load_weights
 
 
@@ -28,3 +29,15 @@ def test_given_the_same_weights_our_network_gives_the_published_maps_within_1e_5
         assert np.abs(published - grid[0][index].T.numpy()).max() > 3 / max(SHAPE)
         assert np.abs(ours - published).max() < 1e-5, name
 
+
+@pytest.mark.parametrize(
+    "modality, masked", [("ct", False), ("mri", False), ("ct", True)], ids=["ct", "mri", "mask"]
+)
+def test_our_preprocessing_gives_the_published_intensities(modality, masked):
+    """The published CT scaling is by the window, not by the clipped image's range, and a
+    label map masks where its label is positive."""
+    reference = np.load(REFERENCE)
+    raw = {name: torch.from_numpy(a) for name, a in analytic_intensities().items()}
+    ours = preprocess(raw[modality], modality, raw["labels"] if masked else None)
+    published = reference[f"preprocessed_{modality}" + ("_labels" if masked else "")]
+    assert np.abs(ours.numpy() - published).max() < 1e-6

@@ -13,9 +13,10 @@ def preprocess(
 ) -> torch.Tensor:
     """Intensities in ``[0, 1]`` as the published networks expect them.
 
-    ``"ct"`` is clipped to [-1000, 1000] HU; ``"mri"`` to [its minimum, its 99th percentile];
-    then both are scaled by their minimum and maximum to [0, 1]. A ``mask`` (a segmentation,
-    say) multiplies the result, as published for masked registration.
+    ``"ct"`` is clipped to the [-1000, 1000] HU window and scaled by the window, so a CT keeps
+    its Hounsfield scale whatever it holds; ``"mri"`` is clipped to [its minimum, its 99th
+    percentile] and scaled by those two. A ``mask`` (a segmentation, say) zeroes the result
+    where its label is not positive, as published for masked registration.
     """
     image = image.to(torch.float32) if not image.is_floating_point() else image
     if modality == "ct":
@@ -28,8 +29,7 @@ def preprocess(
     else:
         raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
     image = image.clamp(low, high)
-    low, high = image.min(), image.max()
-    if high <= low:
+    if image.min() == image.max():
         raise ValueError("the image is constant after clipping: there is nothing to register")
     image = (image - low) / (high - low)
-    return image if mask is None else image * mask.to(image.dtype)
+    return image if mask is None else image * (mask > 0).to(image.dtype)
