@@ -29,6 +29,7 @@ from published_fixture import (  # noqa: E402
 
 
 def main():
+    import icon_registration.losses
     import itk
     import unigradicon
 
@@ -51,6 +52,12 @@ def main():
     index = tuple(torch.from_numpy(voxels).T)
     displacement = (forward - net.identity_map[0]).abs().amax().item() * (max(SHAPE) - 1)
     print(f"largest displacement of the forward map: {displacement:.2f} voxels")
+    similarities = {
+        "loss_ncc": icon_registration.losses.NCC(),
+        "loss_mse": icon_registration.losses.SSD(),
+        "loss_mind_ssc": icon_registration.losses.MINDSSC(radius=2, dilation=2),
+    }
+    losses = {name: np.float32(loss(moving, fixed).item()) for name, loss in similarities.items()}
     REFERENCE.parent.mkdir(exist_ok=True)
     raw = analytic_intensities()
     image, labels = (itk.image_from_array(raw[name]) for name in ("ct", "labels"))
@@ -69,6 +76,7 @@ def main():
         forward=forward[(slice(None), *index)].T.numpy(),
         backward=backward[(slice(None), *index)].T.numpy(),
         **preprocessed,
+        **losses,
         versions=np.array(
             [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
         ),
