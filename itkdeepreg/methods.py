@@ -39,7 +39,13 @@ from .optimize import (
 )
 from .sampling import resample
 from .transforms import Transform, invert
-from .zoo import OWN_MODELS, OWN_MODELS_FOLDER, preprocess
+from .zoo import (
+    OWN_MODELS,
+    OWN_MODELS_FOLDER,
+    preprocess,
+    preprocess_gradicon_brain,
+    preprocess_gradicon_lung,
+)
 from .zoo import gradicon as Z
 from .zoo import weights as W
 from .zoo.architectures import network_from_config
@@ -309,20 +315,23 @@ class NetworkMethod:
     ``network``: the model (a :class:`torch.nn.Module` whose call gives a transform value) or a
     function that builds it; ``shape``: the grid its images are resampled to; ``weights``: a
     :class:`~itkdeepreg.zoo.WeightsSource` (downloaded into the cache on first use), a path,
-    or ``None`` to use the model as it is; ``modality``: the default of both images.
+    or ``None`` to use the model as it is; ``modality``: the default of both images;
+    ``preprocessing``: the network's published intensity recipe, ``preprocessing(image,
+    modality, segmentation)`` (uniGradICON's by default).
 
-    Each image is preprocessed for its modality (and multiplied by its segmentation), then
+    Each image is preprocessed for its modality (and masked by its segmentation), then
     resampled onto ``shape``; the network gives both directions in one pass. Instance
     optimization (``io_iterations`` > 0) refines them: ``io_kind="fields"`` optimises residual
     fields on the network's answer (the path for a CPU), ``"weights"`` the network's weights,
     as published. The model is loaded once per weights file and device, and never changed.
     """
 
-    def __init__(self, network, shape, weights=None, modality="mri"):
+    def __init__(self, network, shape, weights=None, modality="mri", preprocessing=preprocess):
         self.network = network
         self.shape = tuple(shape)
         self.weights = weights
         self.modality = modality
+        self.preprocessing = preprocessing
 
     def __call__(
         self,
@@ -350,7 +359,9 @@ class NetworkMethod:
         model = self._model(weights if weights is not None else self.weights, device, progress)
         moving, fixed = (
             resample(
-                preprocess(getattr(pair, side), modality or self.modality, segmentation),
+                self.preprocessing(
+                    getattr(pair, side), modality or self.modality, segmentation
+                ),
                 self.shape,
             ).to(device)
             for side, modality, segmentation in (
@@ -436,14 +447,25 @@ register_method(
 )
 register_method(
     "gradicon-lung",
-    NetworkMethod(Z.gradicon_lung_network, Z.GRADICON_LUNG_SHAPE, W.GRADICON_LUNG, "ct"),
+    NetworkMethod(
+        Z.gradicon_lung_network,
+        Z.GRADICON_LUNG_SHAPE,
+        W.GRADICON_LUNG,
+        "ct",
+        preprocess_gradicon_lung,
+    ),
 )
 register_method(
     "gradicon-knee", NetworkMethod(Z.gradicon_knee_network, Z.GRADICON_KNEE_SHAPE, W.GRADICON_KNEE)
 )
 register_method(
     "gradicon-brain",
-    NetworkMethod(Z.gradicon_brain_network, Z.GRADICON_BRAIN_SHAPE, W.GRADICON_BRAIN),
+    NetworkMethod(
+        Z.gradicon_brain_network,
+        Z.GRADICON_BRAIN_SHAPE,
+        W.GRADICON_BRAIN,
+        preprocessing=preprocess_gradicon_brain,
+    ),
 )
 # the models of our own: training folders shipped in the package (docs/training.md)
 for _model in OWN_MODELS:

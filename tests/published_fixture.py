@@ -1,7 +1,7 @@
 """What the published uniGradICON network is compared on: weights drawn from a seed, a pair of
 images given by a formula, a small grid. ``tools/make_published_reference.py`` runs the published
 network (icon_registration and unigradicon from PyPI) on them and stores its maps and preprocessed images in
-``tests/data/published_unigradicon.npz``; ``test_published_parity.py`` runs ours on the same.
+``tests/data/published_reference.npz``; ``test_published_parity.py`` runs ours on the same.
 
 Every tensor is random, the zero-initialised last convolutions and the BatchNorm statistics too,
 so a wrong layer order, axis or convention changes the maps."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REFERENCE = Path(__file__).parent / "data" / "published_unigradicon.npz"
+REFERENCE = Path(__file__).parent / "data" / "published_reference.npz"
 # The smallest kind of grid the five-level U-Net takes at a quarter of its resolution (each
 # axis at least 65), with odd and even, unequal axes so that a swapped axis shows.
 SHAPE = (65, 70, 76)

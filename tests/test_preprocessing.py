@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from itkdeepreg.zoo import preprocess
+from itkdeepreg.methods import get_method
+from itkdeepreg.zoo import preprocess, preprocess_gradicon_brain, preprocess_gradicon_lung
 
 
 def test_ct_is_clipped_to_the_hounsfield_window_then_scaled():
@@ -26,3 +27,21 @@ def test_mask_multiplies_and_bad_input_is_refused():
         preprocess(image, "pet")
     with pytest.raises(ValueError, match="constant"):
         preprocess(torch.full((4, 4), 2000.0), "ct")
+
+
+def test_gradicon_recipes_refuse_what_their_model_cannot_register():
+    image = torch.linspace(-1000, 500, 10)
+    with pytest.raises(ValueError, match="lung model registers CT"):
+        preprocess_gradicon_lung(image, "mri")
+    with pytest.raises(ValueError, match="brain model registers MRI"):
+        preprocess_gradicon_brain(image, "ct")
+    with pytest.raises(ValueError, match="no positive intensity"):
+        preprocess_gradicon_brain(-image.abs() - 1, "mri")
+    with pytest.raises(ValueError, match="constant after clipping"):
+        preprocess_gradicon_lung(torch.full((4, 4), 300.0))
+
+
+def test_the_gradicon_methods_preprocess_with_their_own_recipes():
+    assert get_method("gradicon-lung").preprocessing is preprocess_gradicon_lung
+    assert get_method("gradicon-brain").preprocessing is preprocess_gradicon_brain
+    assert get_method("unigradicon").preprocessing is preprocess

@@ -9,7 +9,12 @@ from published_fixture import REFERENCE, SHAPE, analytic_intensities, analytic_p
 from itkdeepreg.losses import mind_ssc_loss, mse, ncc
 from itkdeepreg.models import register_pair
 from itkdeepreg.sampling import identity_grid
-from itkdeepreg.zoo import preprocess, unigradicon_network
+from itkdeepreg.zoo import (
+    preprocess,
+    preprocess_gradicon_brain,
+    preprocess_gradicon_lung,
+    unigradicon_network,
+)
 from itkdeepreg.zoo.weights import load_weights
 
 
@@ -32,16 +37,23 @@ def test_given_the_same_weights_our_network_gives_the_published_maps_within_1e_5
 
 
 @pytest.mark.parametrize(
-    "modality, masked", [("ct", False), ("mri", False), ("ct", True)], ids=["ct", "mri", "mask"]
+    "recipe, image, masked, published",
+    [
+        (preprocess, "ct", False, "ct"),
+        (preprocess, "mri", False, "mri"),
+        (preprocess, "ct", True, "ct_labels"),
+        (preprocess_gradicon_lung, "ct", True, "lung"),
+        (preprocess_gradicon_brain, "mri", False, "brain"),
+    ],
+    ids=["ct", "mri", "mask", "gradicon-lung", "gradicon-brain"],
 )
-def test_our_preprocessing_gives_the_published_intensities(modality, masked):
+def test_our_preprocessing_gives_the_published_intensities(recipe, image, masked, published):
     """The published CT scaling is by the window, not by the clipped image's range, and a
     label map masks where its label is positive."""
     reference = np.load(REFERENCE)
     raw = {name: torch.from_numpy(a) for name, a in analytic_intensities().items()}
-    ours = preprocess(raw[modality], modality, raw["labels"] if masked else None)
-    published = reference[f"preprocessed_{modality}" + ("_labels" if masked else "")]
-    assert np.abs(ours.numpy() - published).max() < 1e-6
+    ours = recipe(raw[image], image, raw["labels"] if masked else None)
+    assert np.abs(ours.numpy() - reference[f"preprocessed_{published}"]).max() < 1e-6
 
 
 @pytest.mark.parametrize("name, ours", [("ncc", ncc), ("mse", mse), ("mind_ssc", mind_ssc_loss)])

@@ -32,6 +32,8 @@ def main():
     import icon_registration.losses
     import itk
     import unigradicon
+    from icon_registration.pretrained_models.HCP_brain import brain_network_preprocess
+    from icon_registration.pretrained_models.lung_ct import lung_network_preprocess
 
     torch.set_num_threads(2)
     net = unigradicon.make_network([1, 1, *SHAPE], include_last_step=True)
@@ -69,6 +71,14 @@ def main():
     }
     preprocessed["preprocessed_ct_labels"] = itk.array_from_image(
         unigradicon.preprocess(image, "ct", mask=labels)
+    )
+    # GradICON's lung recipe multiplies by the segmentation as it is: give it a binary one
+    lungs = itk.image_from_array((raw["labels"] > 0).astype(np.float32))
+    preprocessed["preprocessed_lung"] = itk.array_from_image(
+        lung_network_preprocess(image, lungs)
+    )
+    preprocessed["preprocessed_brain"] = itk.array_from_image(
+        brain_network_preprocess(itk.image_from_array(raw["mri"]))
     )
     np.savez_compressed(
         REFERENCE,

@@ -13,7 +13,7 @@ from .gradicon import (
     gradicon_lung_network,
     unigradicon_network,
 )
-from .preprocessing import preprocess
+from .preprocessing import preprocess, preprocess_gradicon_brain, preprocess_gradicon_lung
 from .weights import (
     GRADICON_BRAIN,
     GRADICON_KNEE,
@@ -51,6 +51,8 @@ __all__ = [
     "gradicon_lung_network",
     "load_weights",
     "preprocess",
+    "preprocess_gradicon_brain",
+    "preprocess_gradicon_lung",
     "read_state_dict",
     "unigradicon_network",
 ]
