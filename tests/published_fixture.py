@@ -82,6 +82,39 @@ def analytic_intensities(shape=(12, 13, 14)) -> dict[str, np.ndarray]:
             (("ct", ct), ("mri", mri), ("labels", labels))}
 
 
+# Two image grids in ITK's terms (x, y, z): the bundled MNI template's (flipped x and y), and an
+# oblique one of other spacings. Only the geometry of the images counts for an exported map.
+FIXED_GRID = dict(
+    size=(99, 117, 95), origin=(98.0, 134.0, -72.0), spacing=(2.0, 2.0, 2.0),
+    direction=np.diag([-1.0, -1.0, 1.0]),
+)
+_turn = np.deg2rad(10.0)
+MOVING_GRID = dict(
+    size=(80, 100, 90), origin=(90.0, 120.0, -60.0), spacing=(2.5, 1.8, 2.2),
+    direction=np.array([[np.cos(_turn), -np.sin(_turn), 0.0], [np.sin(_turn), np.cos(_turn), 0.0],
+                        [0.0, 0.0, 1.0]]) @ np.diag([-1.0, -1.0, 1.0]),
+)
+NETWORK_GRID = (175, 175, 175)
+
+
+def smooth_displacement(shape=NETWORK_GRID) -> torch.Tensor:
+    """A smooth displacement ``[1, 3, *shape]`` in unit-cube units, about six voxels of the
+    network grid: what a trained network gives, where a random one gives a rough field."""
+    axes = torch.meshgrid(*(torch.linspace(0.0, 1.0, n, dtype=torch.float64) for n in shape),
+                          indexing="ij")
+    return torch.stack([0.035 * torch.sin(2 * math.pi * axes[(i + 1) % 3]) for i in range(3)])[
+        None
+    ].float()
+
+
+def fixed_points(count=2000) -> np.ndarray:
+    """Physical points (x, y, z) [count, 3] of ``FIXED_GRID``, drawn inside it from ``SEED``."""
+    rng = np.random.default_rng(SEED)
+    index = rng.uniform(0.0, 1.0, (count, 3)) * (np.array(FIXED_GRID["size"]) - 1)
+    spacing, direction = np.array(FIXED_GRID["spacing"]), FIXED_GRID["direction"]
+    return np.array(FIXED_GRID["origin"]) + (index * spacing) @ direction.T
+
+
 def sample_voxels(shape=SHAPE) -> np.ndarray:
     """``SAMPLES`` voxel indices [n, 3] where the maps are compared, the corners among them."""
     rng = np.random.default_rng(SEED)

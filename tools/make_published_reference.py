@@ -24,7 +24,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from published_fixture import (  # noqa: E402
-    REFERENCE, SHAPE, analytic_intensities, analytic_pair, sample_voxels, seeded_weights,
+    FIXED_GRID,
+    MOVING_GRID,
+    NETWORK_GRID,
+    REFERENCE,
+    SHAPE,
+    analytic_intensities,
+    analytic_pair,
+    fixed_points,
+    sample_voxels,
+    seeded_weights,
+    smooth_displacement,
 )
 
 
@@ -32,6 +42,7 @@ def main():
     import icon_registration.losses
     import itk
     import unigradicon
+    from icon_registration import itk_wrapper
     from icon_registration.pretrained_models.HCP_brain import brain_network_preprocess
     from icon_registration.pretrained_models.lung_ct import lung_network_preprocess
 
@@ -60,6 +71,7 @@ def main():
         "loss_mind_ssc": icon_registration.losses.MINDSSC(radius=2, dilation=2),
     }
     losses = {name: np.float32(loss(moving, fixed).item()) for name, loss in similarities.items()}
+    exported = exported_map(itk, itk_wrapper)
     REFERENCE.parent.mkdir(exist_ok=True)
     raw = analytic_intensities()
     image, labels = (itk.image_from_array(raw[name]) for name in ("ct", "labels"))
@@ -87,11 +99,32 @@ def main():
         backward=backward[(slice(None), *index)].T.numpy(),
         **preprocessed,
         **losses,
+        exported=exported,
         versions=np.array(
             [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
         ),
     )
     print(f"wrote {REFERENCE}")
+
+
+def exported_map(itk, itk_wrapper):
+    """The published export (``create_itk_transform``) of a smooth map on the 175^3 network
+    grid between two images of ``FIXED_GRID`` and ``MOVING_GRID``, at ``fixed_points()``."""
+
+    def image(grid):
+        empty = itk.image_from_array(np.zeros(grid["size"][::-1], np.float32))
+        empty.SetOrigin(grid["origin"])
+        empty.SetSpacing(grid["spacing"])
+        empty.SetDirection(itk.matrix_from_array(np.ascontiguousarray(grid["direction"])))
+        return empty
+
+    identity = torch.stack(
+        torch.meshgrid(*(torch.linspace(0, 1, n) for n in NETWORK_GRID), indexing="ij")
+    )[None]
+    transform = itk_wrapper.create_itk_transform(
+        identity + smooth_displacement(), identity, image(MOVING_GRID), image(FIXED_GRID)
+    )
+    return np.array([transform.TransformPoint([float(v) for v in p]) for p in fixed_points()])
 
 
 if __name__ == "__main__":
