@@ -1,5 +1,7 @@
-"""Run the published uniGradICON network on tests/published_fixture.py's weights and images and
-store its maps, the reference that tests/test_published_parity.py holds ours to.
+"""Run the published code on tests/published_fixture.py's weights, images and grids and store
+what it gives, the reference that tests/test_published_parity.py holds ours to: the
+uniGradICON network's maps, the preprocessing recipes, three similarities, and the export of a
+network map to an ITK transform.
 
 The published packages need a Python of their own (they want torchvision, which has no CPU
 build on PyPI); with the project installed, a side environment that sees it is enough:
@@ -13,12 +15,19 @@ build on PyPI); with the project installed, a side environment that sees it is e
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import icon_registration.losses as published_losses
+import itk
 import numpy as np
 import torch
+import unigradicon
+from icon_registration import itk_wrapper
+from icon_registration.pretrained_models.HCP_brain import brain_network_preprocess
+from icon_registration.pretrained_models.lung_ct import lung_network_preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -38,76 +47,58 @@ from published_fixture import (  # noqa: E402
 )
 
 
-def main():
-    import icon_registration.losses
-    import itk
-    import unigradicon
-    from icon_registration import itk_wrapper
-    from icon_registration.pretrained_models.HCP_brain import brain_network_preprocess
-    from icon_registration.pretrained_models.lung_ct import lung_network_preprocess
-
-    torch.set_num_threads(2)
+def network_maps() -> dict:
+    """The forward and backward maps of uniGradICON's network at ``sample_voxels()``."""
     net = unigradicon.make_network([1, 1, *SHAPE], include_last_step=True)
-    published = net.regis_net
+    network = net.regis_net
     names = json.loads((ROOT / "tests" / "data" / "unigradicon_state_dict_shapes.json").read_text())
-    shapes = {name: list(t.shape) for name, t in published.state_dict().items()}
-    if shapes != names:
+    if {name: list(t.shape) for name, t in network.state_dict().items()} != names:
         raise SystemExit("the published network's state dict differs from the reference JSON")
-    published.load_state_dict(seeded_weights(published.state_dict()))
+    network.load_state_dict(seeded_weights(network.state_dict()))
     net.eval()
-
     moving, fixed = (torch.from_numpy(image)[None, None] for image in analytic_pair())
-    with torch.no_grad():
-        # moving = image_A, fixed = image_B: phi_AB sends fixed coordinates to moving ones
-        forward = published(moving, fixed)(net.identity_map)[0]
-        backward = published(fixed, moving)(net.identity_map)[0]
+    identity = net.identity_map
+    with torch.no_grad():  # image_A is the moving image: phi_AB sends fixed points to moving
+        forward = network(moving, fixed)(identity)[0]
+        backward = network(fixed, moving)(identity)[0]
+    largest = (forward - identity[0]).abs().amax().item() * (max(SHAPE) - 1)
+    print(f"largest displacement of the forward map: {largest:.2f} voxels")
     voxels = sample_voxels()
-    index = tuple(torch.from_numpy(voxels).T)
-    displacement = (forward - net.identity_map[0]).abs().amax().item() * (max(SHAPE) - 1)
-    print(f"largest displacement of the forward map: {displacement:.2f} voxels")
-    similarities = {
-        "loss_ncc": icon_registration.losses.NCC(),
-        "loss_mse": icon_registration.losses.SSD(),
-        "loss_mind_ssc": icon_registration.losses.MINDSSC(radius=2, dilation=2),
+    index = (slice(None), *torch.from_numpy(voxels).T)
+    return {
+        "voxels": voxels,
+        "forward": forward[index].T.numpy(),
+        "backward": backward[index].T.numpy(),
     }
-    losses = {name: np.float32(loss(moving, fixed).item()) for name, loss in similarities.items()}
-    exported = exported_map(itk, itk_wrapper)
-    REFERENCE.parent.mkdir(exist_ok=True)
-    raw = analytic_intensities()
-    image, labels = (itk.image_from_array(raw[name]) for name in ("ct", "labels"))
-    preprocessed = {
-        f"preprocessed_{modality}": itk.array_from_image(
-            unigradicon.preprocess(itk.image_from_array(raw[modality]), modality)
-        )
-        for modality in ("ct", "mri")
-    }
-    preprocessed["preprocessed_ct_labels"] = itk.array_from_image(
-        unigradicon.preprocess(image, "ct", mask=labels)
-    )
+
+
+def preprocessed() -> dict:
+    """Each published recipe on ``analytic_intensities()``."""
+    raw = {name: itk.image_from_array(a) for name, a in analytic_intensities().items()}
     # GradICON's lung recipe multiplies by the segmentation as it is: give it a binary one
-    lungs = itk.image_from_array((raw["labels"] > 0).astype(np.float32))
-    preprocessed["preprocessed_lung"] = itk.array_from_image(
-        lung_network_preprocess(image, lungs)
-    )
-    preprocessed["preprocessed_brain"] = itk.array_from_image(
-        brain_network_preprocess(itk.image_from_array(raw["mri"]))
-    )
-    np.savez_compressed(
-        REFERENCE,
-        voxels=voxels,
-        forward=forward[(slice(None), *index)].T.numpy(),
-        backward=backward[(slice(None), *index)].T.numpy(),
-        **preprocessed,
-        **losses,
-        exported=exported,
-        versions=np.array(
-            [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
-        ),
-    )
-    print(f"wrote {REFERENCE}")
+    lungs = itk.image_from_array((analytic_intensities()["labels"] > 0).astype(np.float32))
+    results = {
+        "ct": unigradicon.preprocess(raw["ct"], "ct"),
+        "mri": unigradicon.preprocess(raw["mri"], "mri"),
+        "ct_labels": unigradicon.preprocess(raw["ct"], "ct", mask=raw["labels"]),
+        "lung": lung_network_preprocess(raw["ct"], lungs),
+        "brain": brain_network_preprocess(raw["mri"]),
+    }
+    return {f"preprocessed_{name}": itk.array_from_image(i) for name, i in results.items()}
 
 
-def exported_map(itk, itk_wrapper):
+def similarities() -> dict:
+    """NCC, MSE (SSD) and MIND-SSC of ``analytic_pair()``."""
+    moving, fixed = (torch.from_numpy(image)[None, None] for image in analytic_pair())
+    measures = {
+        "ncc": published_losses.NCC(),
+        "mse": published_losses.SSD(),
+        "mind_ssc": published_losses.MINDSSC(radius=2, dilation=2),
+    }
+    return {f"loss_{name}": np.float32(m(moving, fixed).item()) for name, m in measures.items()}
+
+
+def exported_map() -> dict:
     """The published export (``create_itk_transform``) of a smooth map on the 175^3 network
     grid between two images of ``FIXED_GRID`` and ``MOVING_GRID``, at ``fixed_points()``."""
 
@@ -124,7 +115,21 @@ def exported_map(itk, itk_wrapper):
     transform = itk_wrapper.create_itk_transform(
         identity + smooth_displacement(), identity, image(MOVING_GRID), image(FIXED_GRID)
     )
-    return np.array([transform.TransformPoint([float(v) for v in p]) for p in fixed_points()])
+    points = [transform.TransformPoint([float(v) for v in p]) for p in fixed_points()]
+    return {"exported": np.array(points)}
+
+
+def main():
+    torch.set_num_threads(2)
+    versions = [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
+    reference = {
+        **network_maps(), **preprocessed(), **similarities(), **exported_map(),
+        "versions": np.array(versions),
+    }
+    partial = REFERENCE.with_suffix(".partial.npz")  # the old reference stays until this is whole
+    np.savez_compressed(partial, **reference)
+    os.replace(partial, REFERENCE)
+    print(f"wrote {REFERENCE}")
 
 
 if __name__ == "__main__":
