@@ -1,6 +1,6 @@
 """uniGradICON's costs side by side: inference, the published-style forward, one IO step of each kind.
 
-    python benchmarks/unigradicon_speed.py [--size 175] [--device cpu|cuda]
+    python benchmarks/unigradicon_speed.py [--size 175] [--device cpu|cuda] [--repeats 3]
 
 Random weights (the costs do not depend on them). An IO step is timed as a run of two steps
 (weights) or five (fields) less a run of one, after a first run of one that warms up, so the
@@ -12,6 +12,7 @@ the ratios.
 
 import argparse
 import json
+import statistics
 
 import torch
 from memory import in_fresh_process, timed_peak
@@ -73,35 +74,46 @@ def measure(operation, size, device):
     print(json.dumps({"seconds": seconds, "peak_gb": peak}))
 
 
-def main(size, device):
-    rows = {}
-    for name, operation in OPERATIONS.items():
-        arguments = ["--size", size, "--device", device, "--only", operation]
-        rows[name] = in_fresh_process(__file__, *arguments)
+def main(size, device, repeats):
+    # the operations take turns, so that a shared machine's slow minutes fall on all of them
+    runs = {name: [] for name in OPERATIONS}
+    for _ in range(repeats):
+        for name, operation in OPERATIONS.items():
+            arguments = ["--size", size, "--device", device, "--only", operation]
+            runs[name].append(in_fresh_process(__file__, *arguments))
+    rows = {
+        name: {key: statistics.median(run[key] for run in measured) for key in measured[0]}
+        for name, measured in runs.items()
+    }
     one = rows["inference, one direction"]["seconds"]
-    weights = rows["weight-level IO step"]
     print(
-        f"uniGradICON at {size}^3 on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"uniGradICON at {size}^3 on {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, median of {repeats} round(s)"
     )
     print(f"{'operation':<40}{'seconds':>10}{'added peak GB':>15}{'time / one direction':>22}")
     for name, row in rows.items():
         print(
             f"{name:<40}{row['seconds']:>10.2f}{row['peak_gb']:>15.2f}{row['seconds'] / one:>22.2f}"
         )
-    fields = rows["field-level IO step"]
+    weights, fields = rows["weight-level IO step"], rows["field-level IO step"]
     print(
         f"field-level IO step against weight-level: {weights['seconds'] / fields['seconds']:.1f}x less "
         f"time, {weights['peak_gb'] / fields['peak_gb']:.1f}x less peak memory"
     )
+    if repeats > 1:
+        rounds = zip(runs["weight-level IO step"], runs["field-level IO step"])
+        ratios = ", ".join(f"{w['seconds'] / f['seconds']:.1f}x" for w, f in rounds)
+        print(f"time ratio in each round: {ratios}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=175)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds; the table gives medians")
     parser.add_argument("--only", choices=sorted(OPERATIONS.values()))
     arguments = parser.parse_args()
     if arguments.only:
         measure(arguments.only, arguments.size, arguments.device)
     else:
-        main(arguments.size, arguments.device)
+        main(arguments.size, arguments.device, arguments.repeats)
