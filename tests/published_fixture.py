@@ -1,10 +1,11 @@
-"""What the published uniGradICON network is compared on: weights drawn from a seed, a pair of
-images given by a formula, a small grid. ``tools/make_published_reference.py`` runs the published
-network (icon_registration and unigradicon from PyPI) on them and stores its maps and preprocessed images in
+"""What our code is compared with the published code on: uniGradICON weights drawn from a
+seed, images given by a formula, two image grids and a smooth map of the network grid.
+``tools/make_published_reference.py`` runs the published code (icon_registration and
+unigradicon from PyPI) on them and stores what it gives in
 ``tests/data/published_reference.npz``; ``test_published_parity.py`` runs ours on the same.
 
-Every tensor is random, the zero-initialised last convolutions and the BatchNorm statistics too,
-so a wrong layer order, axis or convention changes the maps."""
+Every weight is random, the zero-initialised last convolutions and the BatchNorm statistics
+too, so a wrong layer order, axis or convention changes the maps."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def seeded_weights(state: dict) -> dict:
         elif name.endswith("running_mean"):
             weights[name] = normal(shape, 0.1)
         elif name.endswith("running_var"):
-            weights[name] = 0.5 + torch.rand(shape, generator=generator, dtype=torch.float64).float()
+            uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
+            weights[name] = 0.5 + uniform.float()
         elif "batchNorms" in name:
             weights[name] = normal(shape, 0.1) + (1.0 if name.endswith("weight") else 0.0)
         elif name.endswith("bias"):
@@ -46,7 +48,10 @@ def seeded_weights(state: dict) -> dict:
         else:
             kernel = math.prod(shape[2:])
             # a transposed convolution's weight is [in, out, *kernel], stride 2 in each axis
-            fan_in = shape[0] * kernel / 2 ** len(shape[2:]) if "upConvs" in name else shape[1] * kernel
+            if "upConvs" in name:
+                fan_in = shape[0] * kernel / 2 ** len(shape[2:])
+            else:
+                fan_in = shape[1] * kernel
             # the last convolution small: displacements of a few voxels, not of the whole grid
             gain = 0.05 if "lastConv" in name else 1.0
             weights[name] = normal(shape, gain * math.sqrt(2.0 / fan_in))
