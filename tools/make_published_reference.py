@@ -47,14 +47,16 @@ from published_fixture import (  # noqa: E402
 )
 
 
-def network_maps() -> dict:
-    """The forward and backward maps of uniGradICON's network at ``sample_voxels()``."""
+def network_maps(weights: dict | None = None) -> dict:
+    """The forward and backward maps of uniGradICON's network at ``sample_voxels()``, with
+    ``weights`` (a state dict; by default ``seeded_weights``)."""
     net = unigradicon.make_network([1, 1, *SHAPE], include_last_step=True)
     network = net.regis_net
     names = json.loads((ROOT / "tests" / "data" / "unigradicon_state_dict_shapes.json").read_text())
     if {name: list(t.shape) for name, t in network.state_dict().items()} != names:
         raise SystemExit("the published network's state dict differs from the reference JSON")
-    network.load_state_dict(seeded_weights(network.state_dict()))
+    # as the published code loads its files (the GradICON models' non-strictly)
+    network.load_state_dict(weights or seeded_weights(network.state_dict()), strict=False)
     net.eval()
     moving, fixed = (torch.from_numpy(image)[None, None] for image in analytic_pair())
     identity = net.identity_map
