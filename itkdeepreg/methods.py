@@ -431,7 +431,9 @@ def _trained_method(config, weights, config_time) -> NetworkMethod:
         raise ValueError(f"{config} is not a training run's configuration ({error})") from None
     if method:  # fine-tuned: the network it started from, with the new weights
         tuned = get_method(method)
-        return NetworkMethod(tuned.network, tuned.shape, weights, modality or tuned.modality)
+        return NetworkMethod(
+            tuned.network, tuned.shape, weights, modality or tuned.modality, tuned.preprocessing
+        )
     return NetworkMethod(functools.partial(network_from_config, model), shape, weights, modality)
 
 

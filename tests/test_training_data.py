@@ -11,6 +11,7 @@ import torch
 
 from itkdeepreg.train import data
 from itkdeepreg.train.data import ImagePairs
+from itkdeepreg.zoo import preprocess_gradicon_lung
 
 ARRAY_2D = (10, 12)  # array axes (y, x): an image 12 x 10
 ARRAY_3D = (6, 8, 8)  # array axes (z, y, x)
@@ -270,7 +271,7 @@ def test_from_csv_missing_file(tmp_path):
 
 
 def test_ct_is_clipped_to_the_hounsfield_window_then_scaled(tmp_path):
-    """CT: clip to [-1000, 1000] HU, then min-max: -3000 -> 0, 0 -> 0.5, 500 -> 0.75."""
+    """CT: clip to [-1000, 1000] HU, then scale by it: -3000 -> 0, 0 -> 0.5, 500 -> 0.75."""
     array = np.zeros(ARRAY_2D)
     array[0, 0], array[0, 1], array[0, 2], array[0, 3] = -3000, 3000, 500, -500
     paths = [write_image(tmp_path / "ct.mha", array), write_images(tmp_path, ["b.mha"])[0]]
@@ -287,6 +288,19 @@ def test_mri_is_clipped_at_its_99th_percentile_then_scaled(tmp_path):
     image = ImagePairs.from_files(paths, ARRAY_2D, modalities=["mri", "ct"]).image(0)
     expected = np.clip(array, 0, 117) / 117
     np.testing.assert_allclose(image[0].numpy(), expected, rtol=1e-6)
+
+
+def test_a_network_with_its_own_recipe_has_its_images_preprocessed_by_it(tmp_path):
+    """GradICON's lung recipe (window [-1000, 0] HU) for its fine-tuning, cached apart from
+    uniGradICON's CT recipe for the same file."""
+    array = np.full(ARRAY_2D, -1000.0)
+    array[0, :4] = -1000, -500, 0, 500
+    paths = [write_image(tmp_path / "ct.mha", array), write_images(tmp_path, ["b.mha"])[0]]
+    options = dict(modality="ct", cache_directory=tmp_path / "cache")
+    lung = ImagePairs.from_files(paths, ARRAY_2D, preprocessing=preprocess_gradicon_lung, **options)
+    assert lung.image(0)[0, 0, :4].tolist() == [0.0, 0.5, 1.0, 1.0]
+    fresh = ImagePairs.from_files(paths, ARRAY_2D, **options)  # not the lung recipe's cache
+    assert fresh.image(0)[0, 0, :4].tolist() == [0.0, 0.25, 0.5, 0.75]
 
 
 def test_an_unknown_modality_is_refused(tmp_path):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..files import write_atomically
 from ..zoo.architectures import architecture_options, network_from_config
+from ..zoo.preprocessing import preprocess
 from .objectives import Objective, Schedule
 
 DEFAULTS = {
@@ -188,8 +189,8 @@ def run(config: dict, progress: bool = True) -> list[dict]:
     output folder made, before the first step."""
     from .loop import train
 
-    model, shape, modality = build_model(config["model"])
-    data = build_data(config["data"], shape, modality)
+    model, shape, modality, preprocessing = build_model(config["model"])
+    data = build_data(config["data"], shape, modality, preprocessing)
     objective = build_objective(config["objective"])
     settings = config["train"]
     output = Path(settings["output"])
@@ -242,8 +243,8 @@ def _check_same_model(output: Path, model: dict, resume: bool) -> None:
 
 
 def build_model(section: dict):
-    """``(model, grid shape, modality)``: a new network, or a registered method's with its
-    weights (fine-tuning)."""
+    """``(model, grid shape, modality, preprocessing)``: a new network, or a registered
+    method's with its weights and its intensity recipe (fine-tuning)."""
     from ..methods import NetworkMethod, get_method
 
     if section["method"]:
@@ -251,14 +252,15 @@ def build_model(section: dict):
         if not isinstance(method, NetworkMethod):
             raise ValueError(f"{section['method']} is not a network: there is nothing to tune")
         model = method.build(section["weights"] or None)
-        return model, method.shape, section["modality"] or method.modality
+        modality = section["modality"] or method.modality
+        return model, method.shape, modality, method.preprocessing
     shape = tuple(section["shape"])
     if len(shape) != section["dimension"]:
         raise ValueError(f"[model] shape {list(shape)} is not {section['dimension']}D")
-    return network_from_config(section), shape, section["modality"]
+    return network_from_config(section), shape, section["modality"], preprocess
 
 
-def build_data(section: dict, shape, modality):
+def build_data(section: dict, shape, modality, preprocessing):
     """The data source: synthetic pairs, or images from a folder, a CSV file or a file list."""
     source = section["source"]
     if source == "synthetic":
@@ -276,6 +278,7 @@ def build_data(section: dict, shape, modality):
     options = dict(
         shape=shape,
         modality=modality,
+        preprocessing=preprocessing,
         pairing=section["pairing"],
         cache_directory=section["cache_directory"] or None,
     )

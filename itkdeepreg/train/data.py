@@ -44,10 +44,10 @@ IMAGE_SUFFIXES = (
     ".jpeg",
     ".bmp",
 )
-MODALITIES = ("ct", "mri")  # those of zoo.preprocessing.preprocess
+MODALITIES = ("ct", "mri")  # those of the zoo's preprocessing recipes
 PAIRINGS = ("inter", "intra", "any")
 # part of every cache key: bump it when what is cached (the preprocessing) changes
-CACHE_VERSION = "image-pairs-1"
+CACHE_VERSION = "image-pairs-2"  # 2: CT scaled by its window, as published
 
 
 class ImagePairs:
@@ -56,8 +56,9 @@ class ImagePairs:
     ``images``: image files (any single-file format ITK reads). ``shape``: the model grid.
     ``subjects``: a subject name per image (default: each image is its own subject).
     ``modalities``: ``"ct"`` or ``"mri"`` per image (default: ``modality`` for all); the
-    published preprocessing (:func:`~itkdeepreg.zoo.preprocess`) of that modality maps each
-    image to ``[0, 1]``. The image's array is then resampled linearly onto ``shape``, as the
+    published preprocessing of that modality (``preprocessing``: uniGradICON's
+    :func:`~itkdeepreg.zoo.preprocess` unless a network has its own) maps each image to
+    ``[0, 1]``. The image's array is then resampled linearly onto ``shape``, as the
     published networks take their inputs: physical spacing, origin and direction are ignored,
     so an image with anisotropic voxels is stretched to the grid.
 
@@ -69,8 +70,8 @@ class ImagePairs:
 
     Each image is read once per process and kept in memory (unless ``keep_in_memory`` is
     false). With ``cache_directory``, the preprocessed tensors are also stored there as
-    ``.pt`` files, keyed by the file's absolute path, modification time and size, the modality
-    and the grid, so a later run skips ITK and a changed file is read again. Files are checked
+    ``.pt`` files, keyed by the file's absolute path, modification time and size, the modality,
+    the recipe and the grid, so a later run skips ITK and a changed file is read again. Files are checked
     to exist here; their content is read on first use, and an unreadable, vector, constant or
     wrongly dimensioned image raises a ``ValueError`` naming the file then, or at once with
     :meth:`preload`.
@@ -88,6 +89,7 @@ class ImagePairs:
         pairing: str = "inter",
         cache_directory=None,
         keep_in_memory: bool = True,
+        preprocessing=preprocess,
     ):
         self.paths = [Path(os.path.abspath(os.path.expanduser(p))) for p in images]
         self.shape = tuple(int(n) for n in shape)
@@ -117,6 +119,7 @@ class ImagePairs:
         if self.cache_directory is not None:
             self.cache_directory.mkdir(parents=True, exist_ok=True)
         self.keep_in_memory = keep_in_memory
+        self.preprocessing = preprocessing
         self._loaded = {}  # image index -> tensor [1, *shape]
 
     @classmethod
@@ -286,11 +289,13 @@ class ImagePairs:
         path, modality = self.paths[index], self.modalities[index]
         cache_file = None
         if self.cache_directory is not None:
-            cache_file = self.cache_directory / _cache_name(path, modality, self.shape)
+            recipe = f"{self.preprocessing.__module__}.{self.preprocessing.__qualname__}"
+            cache_file = self.cache_directory / _cache_name(path, modality, recipe, self.shape)
             cached = self._read_cache(cache_file)
             if cached is not None:
                 return cached
-        tensor = _prepare(read_tensor(path, len(self.shape)), path, modality, self.shape)
+        tensor = read_tensor(path, len(self.shape))
+        tensor = _prepare(tensor, path, self.preprocessing, modality, self.shape)
         if cache_file is not None:
             write_atomically(cache_file, lambda name: torch.save(tensor, name), (".pt",))
         return tensor
@@ -330,10 +335,10 @@ def read_tensor(path: Path, dimension: int) -> torch.Tensor:
     return tensor
 
 
-def _prepare(tensor: torch.Tensor, path: Path, modality: str, shape) -> torch.Tensor:
+def _prepare(tensor: torch.Tensor, path: Path, preprocessing, modality: str, shape):
     """An image ``[1, 1, *size]`` preprocessed and resampled onto ``shape``: ``[1, *shape]``."""
     try:
-        tensor = preprocess(tensor, modality)
+        tensor = preprocessing(tensor, modality)
     except ValueError as error:  # a constant image
         raise ValueError(f"{path}: {error}") from None
     if tuple(tensor.shape[2:]) != shape:
@@ -341,10 +346,12 @@ def _prepare(tensor: torch.Tensor, path: Path, modality: str, shape) -> torch.Te
     return tensor[0].to(torch.float32).contiguous()
 
 
-def _cache_name(path: Path, modality: str, shape) -> str:
-    """The cache file of an image: changes with the file (time, size), modality and grid."""
+def _cache_name(path: Path, modality: str, recipe: str, shape) -> str:
+    """The cache file of an image: changes with the file (time, size), modality, recipe and
+    grid."""
     status = path.stat()
-    key = [CACHE_VERSION, str(path), status.st_mtime_ns, status.st_size, modality, list(shape)]
+    key = [CACHE_VERSION, str(path), status.st_mtime_ns, status.st_size, modality, recipe]
+    key.append(list(shape))
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
     return f"{path.name[:60]}-{digest}.pt"  # the name only to help a person clean up
 
