@@ -126,3 +126,23 @@ def sample_voxels(shape=SHAPE) -> np.ndarray:
     corners = np.array(np.meshgrid(*([0, n - 1] for n in shape), indexing="ij")).reshape(3, -1).T
     drawn = np.stack([rng.integers(0, n, SAMPLES - len(corners)) for n in shape], axis=1)
     return np.concatenate([corners, drawn])
+
+
+def our_maps(model) -> dict:
+    """``model``'s forward and backward maps of ``analytic_pair()`` at ``sample_voxels()``:
+    ``[n, 3]`` arrays of unit-cube points, as the reference stores the published ones."""
+    from itkdeepreg.models import register_pair
+    from itkdeepreg.sampling import identity_grid
+
+    moving, fixed = (torch.from_numpy(image)[None, None] for image in analytic_pair())
+    maps = register_pair(model, moving, fixed, inverse=True)
+    index = (slice(None), *torch.from_numpy(sample_voxels()).T)
+    grid = identity_grid(SHAPE)
+    return {name: m(grid)[0][index].T.numpy() for name, m in zip(("forward", "backward"), maps)}
+
+
+def displacement_in_voxels(points: np.ndarray) -> float:
+    """The largest move, in voxels of ``SHAPE``, of maps at ``sample_voxels()``."""
+    identity = sample_voxels() / (np.array(SHAPE) - 1)
+    return float(np.abs(points - identity).max() * (max(SHAPE) - 1))
+
