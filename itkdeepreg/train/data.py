@@ -71,10 +71,10 @@ class ImagePairs:
     Each image is read once per process and kept in memory (unless ``keep_in_memory`` is
     false). With ``cache_directory``, the preprocessed tensors are also stored there as
     ``.pt`` files, keyed by the file's absolute path, modification time and size, the modality,
-    the recipe and the grid, so a later run skips ITK and a changed file is read again. Files are checked
-    to exist here; their content is read on first use, and an unreadable, vector, constant or
-    wrongly dimensioned image raises a ``ValueError`` naming the file then, or at once with
-    :meth:`preload`.
+    the recipe and the grid, so a later run skips ITK and a changed file is read again. Files
+    are checked to exist here; their content is read on first use, and an unreadable, vector,
+    constant or wrongly dimensioned image raises a ``ValueError`` naming the file then, or at
+    once with :meth:`preload`.
     """
 
     def __init__(
@@ -350,8 +350,9 @@ def _cache_name(path: Path, modality: str, recipe: str, shape) -> str:
     """The cache file of an image: changes with the file (time, size), modality, recipe and
     grid."""
     status = path.stat()
-    key = [CACHE_VERSION, str(path), status.st_mtime_ns, status.st_size, modality, recipe]
-    key.append(list(shape))
+    key = [
+        CACHE_VERSION, str(path), status.st_mtime_ns, status.st_size, modality, recipe, list(shape)
+    ]
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
     return f"{path.name[:60]}-{digest}.pt"  # the name only to help a person clean up
 
