@@ -95,7 +95,7 @@ def test_a_network_map_exported_lands_where_the_published_export_puts_it():
     one oblique with other spacings) by us and by ``create_itk_transform``. Ours puts the
     network grid's corners on the images' corner voxels, the published code its cells on the
     images' extent: with that one difference put in, the two agree to 1e-3 mm; without it
-    they differ by less than half a voxel of the network grid (1.1 mm here)."""
+    they differ by less than half a voxel of the network grid (a voxel is 1.1 mm here)."""
     reference = np.load(REFERENCE)
     fixed, moving = ImageGeometry(**FIXED_GRID), ImageGeometry(**MOVING_GRID)
     network_map = Displacement(smooth_displacement())
