@@ -105,19 +105,20 @@ NETWORK_GRID = (175, 175, 175)
 def smooth_displacement(shape=NETWORK_GRID) -> torch.Tensor:
     """A smooth displacement ``[1, 3, *shape]`` in unit-cube units, about six voxels of the
     network grid: what a trained network gives, where a random one gives a rough field."""
-    axes = torch.meshgrid(*(torch.linspace(0.0, 1.0, n, dtype=torch.float64) for n in shape),
-                          indexing="ij")
-    return torch.stack([0.035 * torch.sin(2 * math.pi * axes[(i + 1) % 3]) for i in range(3)])[
+    from itkdeepreg.sampling import identity_grid
+
+    grid = identity_grid(shape, dtype=torch.float64)[0]
+    return torch.stack([0.035 * torch.sin(2 * math.pi * grid[(i + 1) % 3]) for i in range(3)])[
         None
     ].float()
 
 
 def fixed_points(count=2000) -> np.ndarray:
     """Physical points (x, y, z) [count, 3] of ``FIXED_GRID``, drawn inside it from ``SEED``."""
-    rng = np.random.default_rng(SEED)
-    index = rng.uniform(0.0, 1.0, (count, 3)) * (np.array(FIXED_GRID["size"]) - 1)
-    spacing, direction = np.array(FIXED_GRID["spacing"]), FIXED_GRID["direction"]
-    return np.array(FIXED_GRID["origin"]) + (index * spacing) @ direction.T
+    from itkdeepreg.geometry import ImageGeometry
+
+    unit_points = np.random.default_rng(SEED).uniform(0.0, 1.0, (count, 3))
+    return ImageGeometry(**FIXED_GRID).to_physical(unit_points)
 
 
 def sample_voxels(shape=SHAPE) -> np.ndarray:

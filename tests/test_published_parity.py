@@ -76,18 +76,18 @@ def test_our_similarity_gives_the_published_value(name, ours):
     assert ours(moving, fixed).item() == pytest.approx(float(reference[f"loss_{name}"]), rel=1e-5)
 
 
-def _published_cube(image_shape, network_shape=NETWORK_GRID) -> Affine:
-    """The published network grid on an image: ``F.interpolate(align_corners=False)`` puts
-    network voxel ``k`` at image index ``(k + 0.5) N / n - 0.5``; as a map of unit cubes,
-    network cube -> image cube."""
-    scale, shift = [], []
-    for size, n in zip(image_shape, network_shape):
-        scale.append((n - 1) * size / n / (size - 1))
-        shift.append((0.5 * size / n - 0.5) / (size - 1))
-    matrix = torch.eye(4, dtype=torch.float64)
-    matrix[:3, :3] = torch.diag(torch.tensor(scale, dtype=torch.float64))
-    matrix[:3, 3] = torch.tensor(shift, dtype=torch.float64)
-    return Affine(matrix)
+def _published_cube(image: ImageGeometry, network_shape=NETWORK_GRID) -> Affine:
+    """The published network grid on an image, as a map of unit cubes, network -> image.
+
+    ``F.interpolate(align_corners=False)`` spreads the network grid's cells over the image's
+    extent: spacing ``N / n`` times the image's, first voxel at image index
+    ``0.5 N / n - 0.5``."""
+    ratio = np.array(image.size) / np.array(network_shape[::-1])
+    first = image.index_to_physical @ np.append(0.5 * ratio - 0.5, 1.0)
+    network = ImageGeometry(
+        network_shape[::-1], first[:-1], image.spacing * ratio, image.direction
+    )
+    return Affine(torch.from_numpy(image.physical_to_unit @ network.unit_to_physical))
 
 
 def test_a_network_map_exported_lands_where_the_published_export_puts_it():
@@ -108,7 +108,7 @@ def test_a_network_map_exported_lands_where_the_published_export_puts_it():
         return np.linalg.norm(ours - published, axis=1)
 
     with_published_grid = (
-        _published_cube(moving.shape) @ network_map @ _published_cube(fixed.shape).inverse()
+        _published_cube(moving) @ network_map @ _published_cube(fixed).inverse()
     )
     assert distances(with_published_grid).max() < 1e-3
     assert distances(network_map).max() < 0.5 * 2.0 * 99 / 175

@@ -32,6 +32,9 @@ from icon_registration.pretrained_models.lung_ct import lung_network_preprocess
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from itkdeepreg.geometry import ImageGeometry  # noqa: E402
+from itkdeepreg.interop import tensor_to_image  # noqa: E402
+from itkdeepreg.sampling import identity_grid  # noqa: E402
 from published_fixture import (  # noqa: E402
     FIXED_GRID,
     MOVING_GRID,
@@ -104,16 +107,11 @@ def exported_map() -> dict:
     """The published export (``create_itk_transform``) of a smooth map on the 175^3 network
     grid between two images of ``FIXED_GRID`` and ``MOVING_GRID``, at ``fixed_points()``."""
 
-    def image(grid):
-        empty = itk.image_from_array(np.zeros(grid["size"][::-1], np.float32))
-        empty.SetOrigin(grid["origin"])
-        empty.SetSpacing(grid["spacing"])
-        empty.SetDirection(itk.matrix_from_array(np.ascontiguousarray(grid["direction"])))
-        return empty
+    def image(grid):  # only its geometry counts
+        geometry = ImageGeometry(**grid)
+        return tensor_to_image(torch.zeros(1, 1, *geometry.shape), geometry)
 
-    identity = torch.stack(
-        torch.meshgrid(*(torch.linspace(0, 1, n) for n in NETWORK_GRID), indexing="ij")
-    )[None]
+    identity = identity_grid(NETWORK_GRID)
     transform = itk_wrapper.create_itk_transform(
         identity + smooth_displacement(), identity, image(MOVING_GRID), image(FIXED_GRID)
     )
