@@ -45,7 +45,7 @@ def misaligned(image, labels):
 def main(output="."):
     pair = brain_pair(seed=0, dimension=2)
     fixed, moving = pair.itk_images()
-    labels = idr.tensor_to_image(pair.moving_labels.float(), pair.geometry, itk.UC)
+    labels = idr.tensor_to_image(pair.moving_labels.float(), pair.fixed_geometry, itk.UC)
     moving, labels = misaligned(moving, labels)
 
     # elastix's own affine map, as an elastix user keeps it ...

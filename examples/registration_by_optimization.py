@@ -19,7 +19,7 @@ from itkdeepreg.optimize import register_affine, register_deformable
 
 def main():
     pair = brain_pair(seed=1, dimension=2)
-    geometry = pair.geometry
+    geometry = pair.fixed_geometry
     print(f"{'':26}{'Dice':>8}{'error (mm)':>12}{'folds (%)':>11}")
 
     def report(name, transform):

@@ -729,7 +729,7 @@ def _demo(args) -> int:
         _check_outputs([("--out", path, _OUR_SUFFIXES) for path in paths.values()])
         pair = brain_pair(seed=0, dimension=args.dimension)
         fixed, moving = pair.itk_images()
-        size = "x".join(str(n) for n in pair.geometry.size)
+        size = "x".join(str(n) for n in pair.fixed_geometry.size)
         print(
             f"the MNI152 template ({args.dimension}D, {size} at 2 mm) and the template moved by "
             "a known diffeomorphism, with its own intensity changes",
@@ -743,7 +743,7 @@ def _demo(args) -> int:
         seconds = time.perf_counter() - start
         before = pair.score(Affine.identity(args.dimension))
         after = pair.score(transform.forward)
-        spacing = tuple(reversed(pair.geometry.spacing.tolist()))  # tensor axes: z, y, x
+        spacing = tuple(reversed(pair.fixed_geometry.spacing.tolist()))  # tensor axes: z, y, x
         writers = {
             "fixed": lambda t: _write_image(fixed, t),
             "moving": lambda t: _write_image(moving, t),

@@ -36,7 +36,7 @@ def files(tmp_path_factory):
     paths = {name: str(folder / f"{name}.nii.gz") for name in ("fixed", "moving", "labels")}
     itk.imwrite(fixed, paths["fixed"])
     itk.imwrite(moving, paths["moving"])
-    labels = tensor_to_image(pair.moving_labels.float(), pair.geometry, itk.UC)
+    labels = tensor_to_image(pair.moving_labels.float(), pair.fixed_geometry, itk.UC)
     itk.imwrite(labels, paths["labels"])
     outputs = {flag: str(folder / name) for flag, name in OUTPUTS.items()}
     arguments = ["register", "--fixed", paths["fixed"], "--moving", paths["moving"], *QUICK]

@@ -113,7 +113,7 @@ def test_fifty_field_level_steps_match_the_similarity_of_fifty_weight_level_step
     the published 50 steps at each kind's defaults, field-level IO's similarity (both
     directions, the objective's) is at least as good as weight-level IO's."""
     pair = brain_pair(0, dimension=2)
-    images = Pair(pair.moving, pair.fixed, pair.geometry, pair.geometry)
+    images = Pair(pair.moving, pair.fixed, pair.fixed_geometry, pair.fixed_geometry)
     moving, fixed = (preprocess(image, "mri") for image in (pair.moving, pair.fixed))
 
     def similarity(io_kind):

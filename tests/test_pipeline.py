@@ -32,7 +32,7 @@ def pair():
     """The 2D brain pair with its moving side (image and labels) misaligned by an affine map."""
     brain = brain_pair(0, dimension=2)
     fixed, moving = brain.itk_images()
-    labels = tensor_to_image(brain.moving_labels.float(), brain.geometry, itk.UC)
+    labels = tensor_to_image(brain.moving_labels.float(), brain.fixed_geometry, itk.UC)
     moving, labels = EXAMPLE["misaligned"](moving, labels)
     return fixed, moving, labels, brain.fixed_labels
 

@@ -17,7 +17,7 @@ from itkdeepreg.optimize import register_affine, register_deformable
 def brain_slice():
     """The bundled template's axial slice, with noise and a bias field, and its grid."""
     pair = brain_pair(0, dimension=2, displacement=0.0)
-    return pair.fixed, pair.geometry, pair.brain[:, 0]
+    return pair.fixed, pair.fixed_geometry, pair.brain[:, 0]
 
 
 def voxel_error(a, b, shape, region=None):

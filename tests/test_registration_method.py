@@ -19,8 +19,8 @@ FAST = {"iterations": (30, 30, 10)}  # seconds, not the defaults' accuracy
 def brain():
     """A 2D brain pair as ITK images: float fixed, unsigned-char moving."""
     pair = brain_pair(0, dimension=2)
-    fixed = tensor_to_image(pair.fixed, pair.geometry)
-    moving = tensor_to_image(pair.moving.clamp(0, 1) * 255, pair.geometry, itk.UC)
+    fixed = tensor_to_image(pair.fixed, pair.fixed_geometry)
+    moving = tensor_to_image(pair.moving.clamp(0, 1) * 255, pair.fixed_geometry, itk.UC)
     return pair, fixed, moving
 
 
@@ -39,7 +39,7 @@ def test_object_and_function_give_identical_results(brain):
     np.testing.assert_array_equal(
         itk.array_from_image(registration.GetOutput()), itk.array_from_image(warped)
     )
-    grid = idr.identity_grid(pair.geometry.shape)
+    grid = idr.identity_grid(pair.fixed_geometry.shape)
     assert torch.equal(registration.GetTransform().forward(grid), transform.forward(grid))
     # the output: the moving image's pixel type on the fixed grid, and registered
     assert itk.template(warped)[1] == (itk.UC, 2)
@@ -70,7 +70,7 @@ def test_bad_images_and_masks_are_refused(brain):
     vector = itk.image_from_array(np.zeros((8, 9, 2), np.float32), is_vector=True)
     with pytest.raises(TypeError, match="scalar pixels"):
         itk.deep_registration_method(fixed, vector, method="deformable")
-    constant = tensor_to_image(torch.ones_like(pair.fixed), pair.geometry)
+    constant = tensor_to_image(torch.ones_like(pair.fixed), pair.fixed_geometry)
     with pytest.raises(ValueError, match="constant"):
         itk.deep_registration_method(fixed, constant, method="deformable", show_progress=False)
     small = tensor_to_image(torch.ones(1, 1, 20, 20), idr.ImageGeometry((20, 20)))
@@ -121,7 +121,7 @@ def test_a_network_method_with_segmentations_and_instance_optimization(brain):
     """Any model registers through the face: a small 2D GradICON on a 64^2 grid."""
     pair, fixed, moving = brain
     network = NetworkMethod(small_gradicon(0.01), (64, 64))
-    segmentation = tensor_to_image((pair.fixed_labels > 0).float(), pair.geometry, itk.UC)
+    segmentation = tensor_to_image((pair.fixed_labels > 0).float(), pair.fixed_geometry, itk.UC)
     options = {"method": network, "show_progress": False}
     _, plain = itk.deep_registration_method(fixed, moving, **options)
     _, masked = itk.deep_registration_method(
@@ -130,7 +130,7 @@ def test_a_network_method_with_segmentations_and_instance_optimization(brain):
     _, refined = itk.deep_registration_method(
         fixed, moving, instance_optimization_iterations=20, metric="mse", **options
     )
-    grid = idr.identity_grid(pair.geometry.shape)
+    grid = idr.identity_grid(pair.fixed_geometry.shape)
     assert not torch.equal(plain.forward(grid), masked.forward(grid))  # the input was masked
     before, after = (pair.score(t.forward)["dice"] for t in (plain, refined))
     assert after > before
@@ -217,7 +217,7 @@ def test_a_network_method_loads_its_weights_strictly(brain, tmp_path):
         fixed, moving, method=NetworkMethod(trained, (64, 64)), show_progress=False
     )
     _, unchanged = itk.deep_registration_method(fixed, moving, **options)
-    grid = idr.identity_grid(pair.geometry.shape)
+    grid = idr.identity_grid(pair.fixed_geometry.shape)
     assert torch.allclose(loaded.forward(grid), reference.forward(grid), atol=1e-6)
     assert torch.equal(unchanged.forward(grid), grid)  # loading left the given model alone
     state = trained.state_dict()
