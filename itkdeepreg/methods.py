@@ -7,8 +7,9 @@ place methods are called: it looks the method up by name, checks the options, an
 from an initial transform. The ITK face, parameter files, pipelines and the command line all
 go through it, so a method registered here is usable everywhere.
 
-Built in: ``"translation"``, ``"rigid"``, ``"affine"`` and ``"deformable"`` (registration by
-optimization), and the published networks ``"unigradicon"``, ``"multigradicon"``,
+Built in: ``"translation"``, ``"rigid"``, ``"affine"``, ``"deformable"`` and
+``"affine-deformable"`` (registration by optimization; the last is the one to start with for
+two arbitrary images), and the published networks ``"unigradicon"``, ``"multigradicon"``,
 ``"gradicon-lung"``, ``"gradicon-knee"`` and ``"gradicon-brain"``, with or without instance
 optimization. :func:`register_method` adds a method (a :class:`NetworkMethod` wraps a model).
 """
@@ -279,6 +280,36 @@ def deformable(
     )
 
 
+def affine_deformable(
+    pair: Pair,
+    multimodal=False,
+    affine=None,
+    deformable=None,
+    device=None,
+    progress=True,
+) -> OptimizationResult:
+    """An affine stage, then deformable registration from its result: the method to start with
+    for two arbitrary images, as ``antsRegistrationSyN.sh`` is in ANTs.
+
+    ``multimodal``: the images have different contrasts (T1 and T2, say): the affine stage
+    compares them by mutual information and the deformable stage by MIND-SSC, where by default
+    they use NCC and squared LNCC. ``affine`` and ``deformable``: options of the two stages
+    (those of the ``"affine"`` and ``"deformable"`` methods), over these defaults.
+    """
+    affine_options = {"similarity": "mutual_information" if multimodal else "ncc"}
+    deformable_options = {"similarity": "mind" if multimodal else "squared_lncc"}
+    common = {"device": device, "progress": progress}
+    first = run_method("affine", pair, **{**affine_options, **(affine or {}), **common})
+    second = run_method(
+        "deformable",
+        pair,
+        initial=first.forward,
+        initial_inverse=first.backward,
+        **{**deformable_options, **(deformable or {}), **common},
+    )
+    return OptimizationResult(second.forward, second.backward, first.losses + second.losses)
+
+
 def nephi(
     pair: Pair,
     similarity="patch_ncc",
@@ -440,6 +471,7 @@ def _trained_method(config, weights, config_time) -> NetworkMethod:
 for _transform in ("translation", "rigid", "affine"):
     register_method(_transform, _linear(_transform))
 register_method("deformable", deformable)
+register_method("affine-deformable", affine_deformable)
 register_method("nephi", nephi)
 register_method(
     "unigradicon", NetworkMethod(Z.unigradicon_network, Z.UNIGRADICON_SHAPE, W.UNIGRADICON)
