@@ -1,16 +1,29 @@
 """Check the benchmark's peers (``benchmarks/peers.py``) on a pair with a known answer.
 
     python benchmarks/check_peers.py [--dimensions 2 3] [--peers ants elastix fireants]
-                                     [--other-grid] [--intensity] [--shrink 1]
+                                     [--other-grid] [--oblique] [--affine] [--intensity]
+                                     [--multimodal] [--shrink 1]
 
 The fixed image is the bundled MNI152 T1 template at 2 mm (3D) or its axial slice 50 (2D);
 the moving image is the template moved by a known smooth map: a sum of Gaussian bumps (8 in
 2D, 40 in 3D, 2-4 mm each, standard deviation 20 mm; mean displacement about 2-2.6 mm over
 the foreground, up to 6-8 mm). ``--intensity`` adds mild intensity changes to the moving
 image (a smooth bias field of +-10 %, a gamma of 0.9, noise of 1 % of the range).
-``--other-grid`` puts the moving image on another grid (spacing 2.3 mm, origin shifted by
-3.1 mm along each axis), which tests that a peer uses both images' geometry. ``--shrink k``
-keeps every k-th voxel of the template (a quick run).
+``--affine`` composes the smooth map with a known affine one: the moving image is the
+template sampled at ``g(M(q))``, ``M(q) = c + R S (q - c) + t`` about the centre ``c`` of the
+fixed grid, with ``R`` a rotation by 10 degrees (in 3D about the oblique axis (1, 2, 3)),
+``S`` the scaling diag(1.05, 0.96, 1.04) and ``t`` = (6, -5, 6) mm (2D: (7, -7) mm), so the
+true map fixed -> moving is ``M^-1(g^-1(p))`` (mean displacement about 14 mm). ``--multimodal``
+maps the moving intensities ``I`` (0..255) through ``255 sin(pi I / 255)`` (background stays
+dark, white matter turns darker than grey matter: a non-monotonic change that calls for mutual
+information) and passes ``multimodal=True`` to the peers; the NCC column then compares the
+fixed image with the moving image before that mapping, resampled through the transform.
+``--other-grid`` puts the moving image on another grid (spacing 1.15 times the fixed one: 2.3
+mm, origin shifted by 3.1 mm along each axis), which tests that a peer uses both images'
+geometry. ``--oblique`` turns the moving grid's direction cosines by 15 degrees (in 3D about
+the axis (-2, 1, 1)), centred on the fixed grid's centre and large enough to hold the fixed
+field of view (the spacing of ``--other-grid`` with it, else the fixed spacing). ``--shrink
+k`` keeps every k-th voxel of the template (a quick run).
 
 For each peer it prints the wall time of the call, the mean end-point error in mm of the
 returned transform against the true map over the template's foreground (intensity > 60 of
@@ -42,6 +55,12 @@ FOREGROUND = 60  # template intensity (0..255) above which end-point errors coun
 SLICE = 50  # the axial slice of the 2D pair
 BUMPS = {2: 8, 3: 40}  # Gaussian bumps of the true map
 WIDTH = 20.0  # their standard deviation in mm
+AFFINE_ANGLE = 10.0  # degrees, about AFFINE_AXIS in 3D
+AFFINE_AXIS = (1.0, 2.0, 3.0)
+AFFINE_SCALES = (1.05, 0.96, 1.04)
+AFFINE_SHIFT = {2: (7.0, -7.0), 3: (6.0, -5.0, 6.0)}  # mm
+GRID_ANGLE = 15.0  # degrees, the oblique moving grid's turn, about GRID_AXIS in 3D
+GRID_AXIS = (-2.0, 1.0, 1.0)
 
 
 def template(dimension: int, shrink: int):
@@ -67,6 +86,43 @@ def _image(array, origin, spacing, direction):
     return image
 
 
+def rotation(dimension: int, degrees: float, axis) -> np.ndarray:
+    """A rotation matrix: by ``degrees`` in 2D, about ``axis`` in 3D (Rodrigues)."""
+    angle = np.deg2rad(degrees)
+    if dimension == 2:
+        return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    k = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def grid_centre(image) -> np.ndarray:
+    """The physical centre of an image's grid."""
+    size = np.asarray(itk.size(image), dtype=np.float64)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    return np.asarray(image.GetOrigin(), dtype=np.float64) + direction @ (spacing * (size - 1) / 2)
+
+
+class Affine:
+    """M(q) = c + A (q - c) + t on physical points ``[..., D]``, and its inverse."""
+
+    def __init__(self, matrix, centre, shift):
+        self.matrix, self.centre, self.shift = matrix, centre, shift
+
+    def __call__(self, points):
+        return self.centre + (points - self.centre) @ self.matrix.T + self.shift
+
+    def inverse(self, points):
+        return self.centre + (points - self.centre - self.shift) @ np.linalg.inv(self.matrix).T
+
+
+def known_affine(fixed) -> Affine:
+    dimension = fixed.GetImageDimension()
+    matrix = rotation(dimension, AFFINE_ANGLE, AFFINE_AXIS) @ np.diag(AFFINE_SCALES[:dimension])
+    return Affine(matrix, grid_centre(fixed), np.asarray(AFFINE_SHIFT[dimension]))
+
+
 class Bumps:
     """u(p) = sum_k a_k exp(-|p - c_k|^2 / (2 s^2)): a smooth displacement of physical points."""
 
@@ -88,12 +144,24 @@ class Bumps:
         return v
 
 
-def make_pair(dimension: int, shrink: int, other_grid: bool, intensity: bool, seed: int = 0):
-    """(fixed, moving, truth, foreground): truth[..] is the true moving point of each fixed voxel.
+def make_pair(
+    dimension: int,
+    shrink: int,
+    other_grid: bool,
+    intensity: bool,
+    seed: int = 0,
+    affine: bool = False,
+    multimodal: bool = False,
+    oblique: bool = False,
+):
+    """(fixed, moving, truth, foreground, plain); truth[..]: the true moving point of a fixed voxel.
 
     The moving image is the template sampled through ``g(q) = q + u(q)`` (``moving(q) =
     template(g(q))``), so the true map fixed -> moving is ``g``'s inverse, found by a
-    fixed-point iteration (``u`` is a contraction: its largest gradient is about 0.15).
+    fixed-point iteration (``u`` is a contraction: its largest gradient is about 0.15). With
+    ``affine``, ``moving(q) = template(g(M(q)))`` and the true map is ``M^-1 o g^-1``.
+    ``plain`` is the moving image before the multimodal intensity mapping (the moving image
+    itself without ``multimodal``).
     """
     rng = np.random.default_rng(seed)
     fixed = template(dimension, shrink)
@@ -107,25 +175,50 @@ def make_pair(dimension: int, shrink: int, other_grid: bool, intensity: bool, se
     amplitudes = directions * rng.uniform(2.0, 4.0, size=(count, 1))
     bumps = Bumps(centres, amplitudes, width=WIDTH)
 
-    if other_grid:
-        spacing = np.full(dimension, 2.3)
-        direction = np.asarray(fixed.GetDirection(), dtype=np.float64)
-        origin = np.asarray(fixed.GetOrigin(), dtype=np.float64) + direction @ np.full(
-            dimension, 3.1
-        )
-        extent = np.asarray(fixed.GetSpacing()) * (np.asarray(fixed_array.shape[::-1]) - 1)
-        size = (extent - 6.2) // spacing + 1
-        grid = _image(np.zeros(size.astype(int)[::-1]), origin, spacing, direction)
-    else:
-        grid = fixed
+    grid = moving_grid(fixed, other_grid, oblique)
     moving_points = physical_points(grid)
-    moving_array = _sampled_through(fixed, grid, bumps(moving_points))
+    known = known_affine(fixed) if affine else Affine(np.eye(dimension), 0.0, 0.0)
+    template_points = known(moving_points)
+    displacement = template_points + bumps(template_points) - moving_points
+    moving_array = _sampled_through(fixed, grid, displacement)
     if intensity:
         moving_array = _intensity_changes(moving_array, moving_points, rng)
+    plain = _image(moving_array, grid.GetOrigin(), grid.GetSpacing(), grid.GetDirection())
+    if multimodal:
+        moving_array = 255.0 * np.sin(np.pi * np.clip(moving_array, 0.0, 255.0) / 255.0)
     moving = _image(moving_array, grid.GetOrigin(), grid.GetSpacing(), grid.GetDirection())
     truth = points + bumps.inverse_displacement(points)
     assert np.abs(truth + bumps(truth) - points).max() < 1e-6, "the true map is not inverted"
-    return fixed, moving, truth, foreground
+    truth = known.inverse(truth)
+    return fixed, moving, truth, foreground, plain
+
+
+def moving_grid(fixed, other_grid: bool, oblique: bool):
+    """The moving image's grid (an empty image): the fixed grid, or another one."""
+    if not (other_grid or oblique):
+        return fixed
+    dimension = fixed.GetImageDimension()
+    size = np.asarray(itk.size(fixed), dtype=np.float64)
+    spacing = np.asarray(fixed.GetSpacing(), dtype=np.float64) * (1.15 if other_grid else 1.0)
+    direction = np.asarray(fixed.GetDirection(), dtype=np.float64)
+    if not oblique:
+        origin = np.asarray(fixed.GetOrigin(), dtype=np.float64) + direction @ np.full(
+            dimension, 3.1
+        )
+        extent = np.asarray(fixed.GetSpacing()) * (size - 1)
+        count = (extent - 6.2) // spacing + 1
+    else:
+        direction = rotation(dimension, GRID_ANGLE, GRID_AXIS) @ direction
+        centre = grid_centre(fixed)
+        # the fixed grid's corners in the turned grid's axes, from the centre
+        corners = np.stack(np.meshgrid(*[[0.0, s - 1] for s in size], indexing="ij"), -1)
+        corners = corners.reshape(-1, dimension) * np.asarray(fixed.GetSpacing())
+        corners = corners @ np.asarray(fixed.GetDirection(), dtype=np.float64).T
+        corners += np.asarray(fixed.GetOrigin()) - centre
+        half = np.abs(corners @ direction).max(0)
+        count = np.ceil(2 * half / spacing) + 1
+        origin = centre - direction @ (spacing * (count - 1) / 2)
+    return _image(np.zeros(count.astype(int)[::-1]), origin, spacing, direction)
 
 
 def _sampled_through(image, grid, displacement):
@@ -182,15 +275,23 @@ def warped(moving, fixed, transform):
     return itk.array_from_image(resampled)
 
 
-def check(dimension, names, shrink, other_grid, intensity):
-    fixed, moving, truth, foreground = make_pair(dimension, shrink, other_grid, intensity)
+def check(
+    dimension, names, shrink, other_grid, intensity, affine=False, multimodal=False, oblique=False
+):
+    fixed, moving, truth, foreground, plain = make_pair(
+        dimension, shrink, other_grid, intensity, affine=affine, multimodal=multimodal,
+        oblique=oblique,
+    )  # fmt: skip
     fixed_array = itk.array_from_image(fixed)
     identity = itk.IdentityTransform[itk.D, dimension].New()
     start = physical_points(fixed)
     epe_before = np.linalg.norm(start - truth, axis=-1)[foreground].mean()
-    ncc_before = ncc(warped(moving, fixed, identity), fixed_array)
+    ncc_before = ncc(warped(plain, fixed, identity), fixed_array)
     grid = "other grid" if other_grid else "same grid"
+    grid += ", oblique" if oblique else ""
+    grid += ", affine" if affine else ""
     grid += ", intensity changes" if intensity else ""
+    grid += ", multimodal" if multimodal else ""
     print(
         f"{dimension}D pair, fixed {tuple(fixed_array.shape[::-1])}, moving "
         f"{tuple(itk.size(moving))} ({grid}), {int(foreground.sum())} foreground voxels, "
@@ -201,12 +302,12 @@ def check(dimension, names, shrink, other_grid, intensity):
     for name in names:
         with tempfile.TemporaryDirectory() as workdir:
             begin = time.perf_counter()
-            transform = PEERS[name](fixed, moving, pathlib.Path(workdir))
+            transform = PEERS[name](fixed, moving, pathlib.Path(workdir), multimodal=multimodal)
             seconds = time.perf_counter() - begin
         mapped = transform_points(transform, fixed)
         epe = np.linalg.norm(mapped - truth, axis=-1)[foreground].mean()
         folds = folding_percent(mapped, fixed, foreground)
-        ncc_after = ncc(warped(moving, fixed, transform), fixed_array)
+        ncc_after = ncc(warped(plain, fixed, transform), fixed_array)
         print(
             f"  {name:9s} {seconds:7.1f} s  EPE {epe_before:.3f} -> {epe:.3f} mm  "
             f"folds {folds:.3f} %  NCC {ncc_before:.4f} -> {ncc_after:.4f}  "
@@ -221,11 +322,21 @@ def main(argv=None):
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--shrink", type=int, default=1)
     parser.add_argument("--other-grid", action="store_true")
+    parser.add_argument("--oblique", action="store_true")
+    parser.add_argument("--affine", action="store_true")
     parser.add_argument("--intensity", action="store_true")
+    parser.add_argument("--multimodal", action="store_true")
     arguments = parser.parse_args(argv)
     for dimension in arguments.dimensions:
         check(
-            dimension, arguments.peers, arguments.shrink, arguments.other_grid, arguments.intensity
+            dimension,
+            arguments.peers,
+            arguments.shrink,
+            arguments.other_grid,
+            arguments.intensity,
+            affine=arguments.affine,
+            multimodal=arguments.multimodal,
+            oblique=arguments.oblique,
         )
 
 
