@@ -292,12 +292,18 @@ def affine_deformable(
     for two arbitrary images, as ``antsRegistrationSyN.sh`` is in ANTs.
 
     ``multimodal``: the images have different contrasts (T1 and T2, say): the affine stage
-    compares them by mutual information and the deformable stage by MIND-SSC, where by default
-    they use NCC and squared LNCC. ``affine`` and ``deformable``: options of the two stages
-    (those of the ``"affine"`` and ``"deformable"`` methods), over these defaults.
+    compares them by mutual information, on the two coarser levels only (its dense Parzen
+    histogram costs ten times NCC's at full resolution, and the deformable stage refines),
+    and the deformable stage by normalised gradient fields; by default they use NCC and
+    squared LNCC. ``affine`` and ``deformable``: options of the two stages (those of the
+    ``"affine"`` and ``"deformable"`` methods), over these defaults.
     """
-    affine_options = {"similarity": "mutual_information" if multimodal else "ncc"}
-    deformable_options = {"similarity": "mind" if multimodal else "squared_lncc"}
+    affine_options = (
+        {"similarity": "mutual_information", "levels": (4, 2), "iterations": (100, 50)}
+        if multimodal
+        else {"similarity": "ncc"}
+    )
+    deformable_options = {"similarity": "ngf" if multimodal else "squared_lncc"}
     common = {"device": device, "progress": progress}
     first = run_method("affine", pair, **{**affine_options, **(affine or {}), **common})
     second = run_method(

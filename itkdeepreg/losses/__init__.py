@@ -12,6 +12,7 @@ from .similarity import (
     mse,
     mutual_information,
     ncc,
+    ngf,
     squared_lncc,
 )
 
@@ -23,6 +24,7 @@ SIMILARITIES = {
     "ncc": ncc,
     "mse": mse,
     "mutual_information": mutual_information,
+    "ngf": ngf,
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "mutual_information",
     "named_similarity",
     "ncc",
+    "ngf",
     "pair_objective",
     "squared_lncc",
 ]

@@ -78,6 +78,29 @@ def mutual_information(image_a, image_b, mask=None, bins: int = 32):
     return -(joint * torch.log(ratio.clamp_min(1e-12))).sum()
 
 
+def ngf(image_a, image_b, mask=None, edge=0.3):
+    """Normalised gradient fields (Haber and Modersitzki 2006): one minus the squared cosine of
+    the angle between the images' gradients, so edges align whatever their sign: for images
+    of different modalities, and local, for deformable registration.
+
+    ``edge``: a gradient counts as an edge when it is large next to ``edge`` times the mean
+    gradient magnitude of its image (over the mask); flat, noisy regions weigh less.
+    """
+    dimension = image_a.dim() - 2
+    axes = list(range(2, 2 + dimension))
+
+    def gradient(image):
+        vectors = torch.stack(torch.gradient(image, dim=axes), 0)
+        norms = (vectors**2).sum(0)
+        floor = edge**2 * masked_mean(norms.detach().sqrt(), mask) ** 2 + 1e-20
+        return vectors, norms + floor
+
+    vectors_a, norms_a = gradient(image_a)
+    vectors_b, norms_b = gradient(image_b)
+    cosine = (vectors_a * vectors_b).sum(0) ** 2 / (norms_a * norms_b)
+    return masked_mean(1 - cosine, mask)
+
+
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with a window of ``4 * sigma + 1`` voxels, zero padding.
 
