@@ -252,6 +252,7 @@ _METRICS = {
     "NCC": "ncc",
     "MSE": "mse",
     "MutualInformation": "mutual_information",
+    "NGF": "ngf",
 }
 _REGULARIZERS = {
     "Diffusion": "diffusion",
@@ -276,6 +277,7 @@ STEP_KEYS = {
         _StepKey("ImagePyramidSchedule", "levels", "number", ">= 1", many=True),
         _StepKey("Transform", "parameterization", "choice", _PARAMETERIZATIONS),
         _StepKey("Symmetric", "symmetric", "bool"),
+        _StepKey("Multimodal", "multimodal", "bool"),
         _StepKey("LearningRate", "learning_rate", "float", "> 0"),
     ]
 }

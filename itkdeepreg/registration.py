@@ -25,6 +25,7 @@ _OPTIONS = {
     "FixedModality": "fixed_modality",
     "MovingModality": "moving_modality",
     "Metric": "similarity",
+    "Multimodal": "multimodal",
     "InstanceOptimizationIterations": "io_iterations",
     "InstanceOptimization": "io_kind",
     "Weights": "weights",
@@ -54,7 +55,8 @@ class DeepRegistrationMethod:
     callable method; ``SetModel`` is the same, for network users), and its options:
     ``SetFixedModality``/``SetMovingModality`` (``"ct"``, ``"mri"``), ``SetMetric``
     (``"lncc"``, ``"squared_lncc"``, ``"mind"``, ``"ncc"``, ``"mse"``,
-    ``"mutual_information"``), ``SetInstanceOptimizationIterations``,
+    ``"mutual_information"``, ``"ngf"``), ``SetMultimodal`` (``affine-deformable``: images of
+    different contrasts), ``SetInstanceOptimizationIterations``,
     ``SetInstanceOptimization`` (``"fields"`` or ``"weights"``), ``SetWeights`` (a weights
     file), ``SetDevice``, and ``SetMethodOptions`` for any other option of the method. An
     option the method does not take is refused by ``Update``, by name.

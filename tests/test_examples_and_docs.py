@@ -69,6 +69,13 @@ def test_registration_by_optimization_example_registers_and_exports():
     assert after["folds"] == 0 and itk_difference < 1e-4
 
 
+def test_two_arbitrary_images_example_registers_across_pose_and_contrast():
+    example = runpy.run_path(str(ROOT / "examples" / "two_arbitrary_images.py"))
+    for before, after in example["main"]().values():
+        assert after["error"] < 0.3 * before["error"] and after["dice"] > before["dice"] + 0.1
+        assert after["folds"] == 0
+
+
 def test_itk_face_example_registers_the_itk_way(tmp_path):
     example = runpy.run_path(str(ROOT / "examples" / "itk_face.py"))
     before, after, same, itk_difference = example["main"](str(tmp_path))

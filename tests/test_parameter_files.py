@@ -520,3 +520,12 @@ def test_itk_elastix_reads_what_we_write_and_we_read_what_it_writes(tmp_path):
     read.ReadParameterFile(str(tmp_path / "step.txt"))
     expected = read_parameter_file(tmp_path / "step.txt").as_elastix()
     assert {k: list(v) for k, v in dict(read.GetParameterMap(0)).items()} == expected
+
+
+def test_a_step_runs_the_method_for_two_arbitrary_images_across_contrasts():
+    from itkdeepreg.methods import check_options, method_names
+
+    text = '(Registration "DeepRegistration")\n(Model "affine-deformable")\n(Multimodal "true")\n'
+    step = step_options(parse_parameter_text(text), method_names())
+    assert step.method == "affine-deformable" and step.options == {"multimodal": True}
+    check_options(step.method, step.options)  # the method takes what the step says
