@@ -184,11 +184,10 @@ def brain_pair(seed: int = 0, dimension: int = 3, regime: str = "smooth", **chan
     truth = (from_template @ inverse_moving_map @ fixed_map).as_displacement(geometry.shape)
 
     fixed_maps = _sampled(maps, fixed_map, geometry)
-    moving_maps = _sampled(maps, moving_map @ to_template, moving_geometry)
-    if settings.coarse != 1:  # a thick slice sees its whole thickness: intensities average
-        slab = _slice_profile(maps, moving_map @ to_template, moving_geometry)
-    else:
-        slab = moving_maps
+    # a thick slice sees its whole thickness: its intensities average samples across it, and
+    # its label is the middle sample's
+    slices = _across_slices(maps, moving_map @ to_template, moving_geometry, settings.coarse)
+    moving_maps, slab = slices[len(slices) // 2], sum(slices) / len(slices)
 
     fixed = _intensity_changes(_t1(fixed_maps), geometry, generator, settings)
     moving_intensities = _t1(slab) if settings.contrast == "t1" else _t2(slab)
@@ -289,14 +288,16 @@ def _sampled(maps, transform, geometry, shift=None):
     return sample(maps, transform(grid), mode="linear", padding="zeros")
 
 
-def _slice_profile(maps, transform, geometry, samples=5):
-    """The maps averaged over each voxel's extent along the last physical axis (tensor axis 0)."""
+def _across_slices(maps, transform, geometry, coarse, samples=5):
+    """The maps sampled across each voxel's extent along the last physical axis (tensor axis
+    0), five times on a coarse grid, once (at the centre) otherwise."""
+    fractions = np.linspace(-0.4, 0.4, samples) if coarse != 1 else [0.0]
     shift = torch.zeros(1, geometry.dimension, *[1] * geometry.dimension, dtype=torch.float64)
-    total = 0
-    for fraction in np.linspace(-0.4, 0.4, samples):
+    result = []
+    for fraction in fractions:
         shift[:, 0] = fraction / (geometry.shape[0] - 1)
-        total = total + _sampled(maps, transform, geometry, shift)
-    return total / samples
+        result.append(_sampled(maps, transform, geometry, shift))
+    return result
 
 
 def _millimetres(geometry):
