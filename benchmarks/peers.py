@@ -247,29 +247,26 @@ def fireants_greedy(fixed, moving, workdir: pathlib.Path, multimodal: bool = Fal
         moving_images = BatchedImages([Image(_sitk_image(moving, multimodal), device="cpu")])
         moments = MomentsRegistration(4, fixed_images, moving_images, moments=1, **loss)
         moments.optimize()
-        affine = AffineRegistration(
+        # both stages: scales 4, 2, 1 with 200, 100, 50 Adam steps on the same images
+        stage = dict(
             scales=[4, 2, 1],
             iterations=[200, 100, 50],
             fixed_images=fixed_images,
             moving_images=moving_images,
             optimizer="Adam",
-            optimizer_lr=3e-3,
-            init_rigid=moments.get_affine_init(),
             **loss,
+        )
+        affine = AffineRegistration(
+            optimizer_lr=3e-3, init_rigid=moments.get_affine_init(), **stage
         )
         affine.optimize()
         registration = GreedyRegistration(
-            scales=[4, 2, 1],
-            iterations=[200, 100, 50],
-            fixed_images=fixed_images,
-            moving_images=moving_images,
             deformation_type="compositive",
-            optimizer="Adam",
             optimizer_lr=0.5,
             smooth_grad_sigma=1.0,
             smooth_warp_sigma=0.5,
             init_affine=affine.get_affine_matrix().detach(),
-            **loss,
+            **stage,
         )
         registration.optimize()
         with torch.no_grad():
