@@ -87,7 +87,7 @@ def test_an_unverifiable_truncated_download_is_not_cached(weights_file, tmp_path
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         source = WeightsSource(f"http://127.0.0.1:{httpd.server_address[1]}/w.trch", "w.trch")
-        with pytest.raises(ValueError, match="not a readable weights file"):
+        with pytest.raises(ValueError, match="download of .*w.trch is a truncated or corrupt"):
             fetch(source, cache=tmp_path / "cache", progress=False)
     finally:
         httpd.shutdown()
@@ -113,11 +113,11 @@ def test_pickled_code_corrupt_and_missing_files_are_refused(tmp_path, weights_fi
 
     pickled = tmp_path / "pickled.trch"
     pickled.write_bytes(pickle.dumps({"lastConv.weight": Payload()}))
-    with pytest.raises(ValueError, match="carries code"):
+    with pytest.raises(ValueError, match="pickled Python objects beyond tensors.*builtins.print"):
         read_state_dict(pickled)
     truncated = tmp_path / "truncated.trch"
     truncated.write_bytes(weights_file[0].read_bytes()[:1000])
-    with pytest.raises(ValueError, match="not a readable weights file"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         read_state_dict(truncated)
     with pytest.raises(FileNotFoundError):
         read_state_dict(tmp_path / "missing.trch")

@@ -187,7 +187,7 @@ def _read_yaml(path, file) -> dict:
 def run(config: dict, progress: bool = True) -> list[dict]:
     """Train (or fine-tune) as ``config`` says; the log rows. Everything is checked, and the
     output folder made, before the first step."""
-    from .loop import train
+    from .loop import read_checkpoint, train
 
     model, shape, modality, preprocessing = build_model(config["model"])
     data = build_data(config["data"], shape, modality, preprocessing)
@@ -199,6 +199,8 @@ def run(config: dict, progress: bool = True) -> list[dict]:
     if os.path.isdir(recorded["model"]["method"]):  # a trained folder: found from anywhere
         recorded["model"]["method"] = os.path.abspath(recorded["model"]["method"])
     _check_same_model(output, recorded["model"], settings["resume"])
+    if settings["resume"]:  # a bad checkpoint is refused before the folder is touched
+        read_checkpoint(output, model, settings["steps"])
     output.mkdir(parents=True, exist_ok=True)
     write_atomically(output / CONFIG, lambda path: Path(path).write_text(to_toml(recorded)))
     from .augment import augment

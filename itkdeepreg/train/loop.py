@@ -20,6 +20,7 @@ from torch import nn
 
 from ..files import temporary_name, write_atomically
 from ..optimize.loop import progress_bar
+from ..zoo.weights import read_torch_file, weight_problems
 from . import distributed
 from .objectives import Objective
 
@@ -64,12 +65,14 @@ def train(
     objective = objective or Objective()
     rank, _ = distributed.setup()
     device = distributed.local_device(device)
+    # the checkpoint first: a bad one is refused before the folder is made or written
+    checkpoint = read_checkpoint(output, model, steps) if output is not None and resume else None
     writer = _Output(output, tensorboard) if output is not None and rank == 0 else None
     model.to(device).train()
     # first, as it swaps the BatchNorm layers: Adam must hold the parameters that train
     step_model = distributed.data_parallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    start = _resume(output, model, optimizer, steps) if output is not None and resume else 0
+    start = _resume(checkpoint, model, optimizer, output) if checkpoint is not None else 0
     for group in optimizer.param_groups:  # the rate asked for, not the checkpoint's
         group["lr"] = learning_rate
     if writer is not None:
@@ -109,23 +112,48 @@ def _seed(seed, step, rank, stream):
     return ((seed * 2**20 + step) * 2**10 + rank) * 2 + stream
 
 
-def _resume(output, model, optimizer, steps) -> int:
-    """Load the checkpoint in ``output``, if there is one; the step it was taken at."""
+def read_checkpoint(output, model: nn.Module, steps: int) -> dict | None:
+    """The checkpoint in ``output`` (None where there is none), checked against ``model`` and
+    ``steps`` and loaded into nothing: a payload, a corrupt file, or a checkpoint of another
+    model or of a longer run is refused before anything is written."""
     path = Path(output) / CHECKPOINT
     if not path.exists():
-        return 0
+        return None
+    advice = "delete it or train into another folder"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-    except Exception as error:
+        state = read_torch_file(path)
+    except ValueError as error:  # its message starts with the path: said once
+        why = str(error).removeprefix(f"{path} ")
+        raise ValueError(f"cannot resume from {path}, which {why}; {advice}") from None
+    kinds = {"model": dict, "optimizer": dict, "step": int}
+    if not isinstance(state, dict) or any(
+        not isinstance(state.get(key), kind) for key, kind in kinds.items()
+    ):
         raise ValueError(
-            f"cannot resume from {path} ({error}); delete it or train into another folder"
+            f"cannot resume from {path}: it is not a training checkpoint (a dict of model, "
+            f"optimizer and step); {advice}"
+        )
+    problems = weight_problems(model, state["model"])
+    if problems:
+        raise ValueError(f"cannot resume from {path} ({'; '.join(problems[:5])}); {advice}")
+    if state["step"] > steps:
+        raise ValueError(
+            f"{path} was taken at step {state['step']}, beyond the {steps} steps asked for"
+        )
+    return state
+
+
+def _resume(state, model, optimizer, output) -> int:
+    """Load a checkpoint of :func:`read_checkpoint`; the step it was taken at."""
+    try:  # the optimizer first: it checks its state before taking it, the model is then sure
+        optimizer.load_state_dict(state["optimizer"])
+        model.load_state_dict(state["model"])
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ValueError(
+            f"cannot resume from {Path(output) / CHECKPOINT} ({error}); "
+            "delete it or train into another folder"
         ) from None
-    if step > steps:
-        raise ValueError(f"{path} was taken at step {step}, beyond the {steps} steps asked for")
-    return step
+    return state["step"]
 
 
 class _Output:
