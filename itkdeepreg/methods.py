@@ -20,10 +20,14 @@ import copy
 import dataclasses
 import functools
 import inspect
+import math
+import numbers
 import os
+import reprlib
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +42,9 @@ from .optimize import (
     register_affine,
     register_deformable,
 )
+from .optimize.affine import INITIALIZATIONS
+from .optimize.deformable import PARAMETERIZATIONS, REGULARIZERS
+from .optimize.nephi import SIMILARITIES as NEPHI_SIMILARITIES
 from .sampling import resample
 from .transforms import Transform, invert
 from .zoo import (
@@ -123,7 +130,8 @@ _METHODS: dict[str, Method] = {}
 
 def register_method(name: str, method: Method) -> None:
     """Make ``method`` available by ``name`` everywhere: the ITK face, parameter files,
-    pipelines and the command line. A name registered twice is refused."""
+    pipelines and the command line. A name registered twice is refused. An ``option_rules``
+    attribute of the method (see :func:`check_options`) has its option values checked."""
     if name in _METHODS:
         raise ValueError(f"a method named {name!r} is registered already")
     _METHODS[name] = method
@@ -159,14 +167,95 @@ def takes_option(method: str | Method, option: str) -> bool:
 
 
 def check_options(method: str | Method, options: dict) -> None:
-    """Refuse options the method does not take, naming them and the ones it does."""
-    unknown = sorted(o for o in options if not takes_option(method, o))
+    """Refuse, before any work, options the method does not take, and values its
+    ``option_rules`` (a table of :class:`Rule` by option name, or by a tuple of names for
+    a relation between options) refuse: one line naming the option, the value and what it
+    must be. A method without a table gets only the first check."""
+    function = get_method(method)
+    unknown = sorted(o for o in options if not takes_option(function, o))
     if unknown:
         name = method if isinstance(method, str) else getattr(method, "__name__", "the method")
         raise ValueError(
             f"the method {name} takes no option {', '.join(unknown)}; it takes: "
-            f"{', '.join(sorted(method_options(method)))}"
+            f"{', '.join(sorted(method_options(function)))}"
         )
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    values = {p.name: p.default for p in parameters if p.default is not p.empty} | options
+    rules = getattr(function, "option_rules", {})
+    # each option alone first, so that a relation sees values of the right kinds
+    for names, rule in sorted(rules.items(), key=lambda item: not isinstance(item[0], str)):
+        names = (names,) if isinstance(names, str) else names
+        if not any(n in options for n in names):
+            continue  # the defaults are valid
+        given = [values.get(n) for n in names]
+        if not rule.test(*given):
+            got = ", ".join(
+                reprlib.repr(v) if len(names) == 1 else f"{n}={reprlib.repr(v)}"
+                for n, v in zip(names, given)
+            )
+            raise ValueError(f"{' and '.join(names)} must {rule.must}, got {got}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What an option's value must be (or the values of several, for a relation): ``test``
+    takes the values, ``must`` says it, read after "levels must ..."."""
+
+    must: str
+    test: Callable[..., bool]
+
+
+def _number(value, low, strict=False) -> bool:
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value) and (value > low if strict else value >= low)
+
+
+def _integer(value, low) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _device(value) -> bool:
+    if value is None:
+        return True
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available()
+    return device.type == "cpu"
+
+
+def one_of(names, functions=False) -> Rule:
+    listed = ", ".join(repr(n) for n in names)
+    return Rule(
+        f"be one of {listed}{' or a function' * functions}",
+        lambda v: (isinstance(v, str) and v in names) or (functions and callable(v)),
+    )
+
+
+def _per_level(noun, test) -> Rule:
+    return Rule(
+        f"be a non-empty tuple of {noun}, one per level",
+        lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(test(x) for x in v),
+    )
+
+
+INTEGER_FROM_0 = Rule("be an integer >= 0", lambda v: _integer(v, 0))
+INTEGER_FROM_1 = Rule("be an integer >= 1", lambda v: _integer(v, 1))
+POSITIVE = Rule("be a number > 0", lambda v: _number(v, 0, strict=True))
+NON_NEGATIVE = Rule("be a number >= 0", lambda v: _number(v, 0))
+FLAG = Rule("be True or False", lambda v: isinstance(v, bool))
+DEVICE = Rule("be None, 'cpu' or an available GPU ('cuda', 'cuda:N', 'mps')", _device)
+# shrink factors: a factor beyond the image's size gives the coarsest grid, 2 voxels an axis
+LEVELS = _per_level("numbers >= 1 (shrink factors)", lambda x: _number(x, 1))
+ITERATIONS = _per_level("integers >= 1", lambda x: _integer(x, 1))
+SAME_LENGTH = Rule("have the same length", lambda a, b: len(a) == len(b))
+MODALITY = Rule("be None, 'ct' or 'mri'", lambda v: v is None or one_of(("ct", "mri")).test(v))
+COMMON_RULES = {"device": DEVICE, "progress": FLAG}
+PYRAMID_RULES = {"levels": LEVELS, "iterations": ITERATIONS, ("levels", "iterations"): SAME_LENGTH}
 
 
 def run_method(
@@ -232,6 +321,13 @@ def _linear(transform):
 
     affine_method.__name__ = transform
     affine_method.__doc__ = f"{transform.capitalize()} registration by optimization."
+    affine_method.option_rules = {
+        "similarity": one_of(SIMILARITIES, functions=True),
+        "initialization": one_of(INITIALIZATIONS),
+        **PYRAMID_RULES,
+        "learning_rate": POSITIVE,
+        **COMMON_RULES,
+    }
     return affine_method
 
 
@@ -280,6 +376,37 @@ def deformable(
     )
 
 
+def _regularization(value) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and all(n in REGULARIZERS and _number(w, 0) for n, w in value.items())
+    )
+
+
+deformable.option_rules = {
+    "similarity": one_of(_DEFORMABLE_SIMILARITIES, functions=True),
+    "parameterization": one_of(PARAMETERIZATIONS),
+    "symmetric": FLAG,
+    "regularization": Rule(
+        f"be None or a dict of weights >= 0 by name, of {', '.join(map(repr, REGULARIZERS))}",
+        _regularization,
+    ),
+    **PYRAMID_RULES,
+    "learning_rate": POSITIVE,
+    "decay_to": Rule("be a number from 0 to 1", lambda v: _number(v, 0) and v <= 1),
+    # the field's grid is made this many times coarser than the level's
+    "field_factor": Rule("be a number >= 1", lambda v: _number(v, 1)),
+    "smoothing": NON_NEGATIVE,
+    "seed": INTEGER_FROM_0,
+    **COMMON_RULES,
+    # inverse consistency needs the backward map that only the symmetric variant optimises
+    ("regularization", "symmetric"): Rule(
+        "weigh 'gradicon' or 'icon' only with symmetric=True",
+        lambda r, symmetric: symmetric or not {"gradicon", "icon"} & set(r or {}),
+    ),
+}
+
+
 def affine_deformable(
     pair: Pair,
     multimodal=False,
@@ -298,22 +425,58 @@ def affine_deformable(
     squared LNCC. ``affine`` and ``deformable``: options of the two stages (those of the
     ``"affine"`` and ``"deformable"`` methods), over these defaults.
     """
+    stages = _stage_options(multimodal, affine, deformable)
+    common = {"device": device, "progress": progress}
+    first = run_method("affine", pair, **{**stages["affine"], **common})
+    second = run_method(
+        "deformable",
+        pair,
+        initial=first.forward,
+        initial_inverse=first.backward,
+        **{**stages["deformable"], **common},
+    )
+    return OptimizationResult(second.forward, second.backward, first.losses + second.losses)
+
+
+def _stage_options(multimodal, affine, deformable) -> dict:
+    """The options of affine-deformable's stages by method: its defaults, then those given."""
     affine_options = (
         {"similarity": "mutual_information", "levels": (4, 2), "iterations": (100, 50)}
         if multimodal
         else {"similarity": "ncc"}
     )
     deformable_options = {"similarity": "ngf" if multimodal else "squared_lncc"}
-    common = {"device": device, "progress": progress}
-    first = run_method("affine", pair, **{**affine_options, **(affine or {}), **common})
-    second = run_method(
-        "deformable",
-        pair,
-        initial=first.forward,
-        initial_inverse=first.backward,
-        **{**deformable_options, **(deformable or {}), **common},
+    return {
+        "affine": {**affine_options, **(affine or {})},
+        "deformable": {**deformable_options, **(deformable or {})},
+    }
+
+
+def _valid_stages(multimodal, affine, deformable) -> bool:
+    """Both stages' options pass their methods' checks: the second stage's too, before the
+    first one runs."""
+    for stage, options in _stage_options(multimodal, affine, deformable).items():
+        try:
+            check_options(stage, options)
+        except ValueError as error:
+            raise ValueError(f"{stage}: {error}") from None
+    return True
+
+
+def _stage_rule(stage) -> Rule:
+    return Rule(
+        f"be None or a dict of options of the {stage} method",
+        lambda v: v is None or isinstance(v, dict),
     )
-    return OptimizationResult(second.forward, second.backward, first.losses + second.losses)
+
+
+affine_deformable.option_rules = {
+    "multimodal": FLAG,
+    "affine": _stage_rule("affine"),
+    "deformable": _stage_rule("deformable"),
+    ("multimodal", "affine", "deformable"): Rule("be valid options", _valid_stages),
+    **COMMON_RULES,
+}
 
 
 def nephi(
@@ -346,6 +509,17 @@ def nephi(
     )
 
 
+nephi.option_rules = {
+    "similarity": one_of(NEPHI_SIMILARITIES),
+    "iterations": INTEGER_FROM_1,
+    "learning_rate": POSITIVE,
+    "points": INTEGER_FROM_1,
+    "weight": NON_NEGATIVE,
+    "seed": INTEGER_FROM_0,
+    **COMMON_RULES,
+}
+
+
 class NetworkMethod:
     """A registration network on its grid, with the published preprocessing.
 
@@ -362,6 +536,24 @@ class NetworkMethod:
     fields on the network's answer (the path for a CPU), ``"weights"`` the network's weights,
     as published. The model is loaded once per weights file and device, and never changed.
     """
+
+    option_rules: ClassVar[dict] = {
+        "fixed_modality": MODALITY,
+        "moving_modality": MODALITY,
+        "weights": Rule(
+            "be None, a WeightsSource or the path of a file",
+            lambda v: (
+                v is None
+                or isinstance(v, W.WeightsSource)
+                or (isinstance(v, (str, os.PathLike)) and os.path.isfile(v))
+            ),
+        ),
+        "io_iterations": INTEGER_FROM_0,
+        "io_kind": one_of(("fields", "weights")),
+        "similarity": one_of(SIMILARITIES, functions=True),
+        "learning_rate": Rule("be None or a number > 0", lambda v: v is None or POSITIVE.test(v)),
+        **COMMON_RULES,
+    }
 
     def __init__(self, network, shape, weights=None, modality="mri", preprocessing=preprocess):
         self.network = network
@@ -383,8 +575,6 @@ class NetworkMethod:
         device=None,
         progress=True,
     ) -> OptimizationResult:
-        if io_kind not in ("fields", "weights"):
-            raise ValueError(f"io_kind must be 'fields' or 'weights', got {io_kind!r}")
         masked = pair.moving_mask is not None or pair.fixed_mask is not None
         if masked and io_iterations and io_kind == "weights":
             raise ValueError("masks restrict field-level instance optimization only")

@@ -16,7 +16,7 @@ from .interop import (
     image_to_tensor,
 )
 from .interop.images import check_same_grid
-from .methods import Pair, run_method, takes_option
+from .methods import Pair, check_options, run_method, takes_option
 
 DEFAULT_METHOD = "unigradicon"
 
@@ -124,6 +124,7 @@ class DeepRegistrationMethod:
         options = dict(self._options)
         if takes_option(self._method, "progress"):
             options["progress"] = self._show_progress
+        check_options(self._method, options)  # before the images are converted
         fixed_tensor, fixed_geometry = image_to_tensor(fixed)
         moving_tensor, moving_geometry = image_to_tensor(moving)
         extras = {
