@@ -8,7 +8,7 @@ import torch
 
 from ..files import write_all
 from ..losses import jacobian_determinant
-from ..transforms import Transform, from_physical, invert, to_physical
+from ..transforms import Transform, exponentiated, from_physical, invert, to_physical
 from .images import as_geometry, image_to_tensor, tensor_to_image
 from .transformix import write_transformix_parameters
 from .transforms import (
@@ -32,16 +32,26 @@ class InverseConsistentTransform:
     point to a physical moving point, which is what ``itk.ResampleImageFilter``, ANTs and
     transformix expect of the transform that warps the moving image onto the fixed one.
     :meth:`GetITKTransform` is the ``itk.CompositeTransform`` to hand to ITK filters.
+
+    Both maps are held as ITK holds them (:func:`~itkdeepreg.transforms.exponentiated`: an
+    integrated velocity field's flow sampled on its grid), so that what is applied
+    (``TransformPoint``, ``Warp``, Jacobians) is exactly what is written.
     """
 
     def __init__(self, forward: Transform, backward: Transform | None, fixed, moving):
-        self.forward, self._backward = forward, backward
+        with torch.no_grad():  # an ITK-side value: no graph kept alive
+            self.forward = exponentiated(forward)
+            self._backward = None if backward is None else exponentiated(backward)
+        # kept to be inverted as given: a velocity field exactly, not its sampled flow
+        self._to_invert = forward if backward is None else None
         self.fixed_geometry, self.moving_geometry = as_geometry(fixed), as_geometry(moving)
 
     @property
     def backward(self) -> Transform:
         if self._backward is None:  # only now: warping and Jacobians need no inverse
-            self._backward = invert(self.forward)
+            with torch.no_grad():
+                self._backward = exponentiated(invert(self._to_invert))
+            self._to_invert = None
         return self._backward
 
     def TransformPoint(self, point):

@@ -23,8 +23,8 @@ from ..transforms import (
     Composite,
     Displacement,
     Transform,
-    Velocity,
     compose,
+    exponentiated,
     from_physical,
     to_physical,
 )
@@ -47,13 +47,14 @@ def to_itk_transform(transform: Transform, fixed, moving):
     the fixed image off the field's grid, the field is padded with its border values, so ITK
     reads there what torch reads (ITK's own rule is zero displacement beyond half a voxel).
 
-    The export equals the value at every point of the fixed image, with one exception: a
-    ``Velocity(method="integration")`` is sampled on its grid, since its flow is not linear
-    between grid points (the native export is exact at the fixed voxels).
+    The export equals the value at every point of the fixed image, each
+    ``Velocity(method="integration")`` taken as its flow sampled on its grid (ITK holds fields,
+    not flows): it equals :func:`~itkdeepreg.transforms.exponentiated` of the value, which is
+    what :class:`~itkdeepreg.interop.InverseConsistentTransform` applies.
     ``fixed`` and ``moving`` are ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`.
     """
     fixed, moving = _geometries(transform, fixed, moving)
-    physical = to_physical(transform, fixed, moving)
+    physical = to_physical(exponentiated(transform), fixed, moving)
     parts = physical.transforms if isinstance(physical, Composite) else [physical]
     dimension = transform.dimension
     probe = _probe_points(fixed)  # where the export must agree, followed through the parts
@@ -63,10 +64,9 @@ def to_itk_transform(transform: Transform, fixed, moving):
             pending = _matrix(part) @ pending
             probe = part(probe)
             continue
-        field = part.exponential() if isinstance(part, Velocity) else part
-        if not isinstance(field, Displacement):
+        if not isinstance(part, Displacement):
             raise TypeError(f"cannot export a {type(part).__name__} to ITK")
-        field = field.to(device="cpu", dtype=torch.float64)
+        field = part.to(device="cpu", dtype=torch.float64)
         grid_to_index = ImageGeometry(tuple(reversed(field.displacement.shape[2:]))).unit_to_index
         items += [grid_to_index @ pending, _index_field(field, probe)]
         pending = np.linalg.inv(grid_to_index)
@@ -81,7 +81,8 @@ def to_itk_transform(transform: Transform, fixed, moving):
 
 
 def displacement_field_image(transform: Transform, fixed, moving):
-    """The native export: the map sampled at every voxel of the fixed image.
+    """The native export: the map (:func:`~itkdeepreg.transforms.exponentiated`, as the compact
+    export holds it) sampled at every voxel of the fixed image.
 
     An ``itk.Image[itk.Vector[itk.D, D], D]`` with the fixed image's geometry whose vectors are
     physical displacements in millimetres, (x, y, z) order, fixed point to moving point: what
@@ -208,12 +209,8 @@ def _native_displacement(transform, fixed, moving):
     the size of the result whatever the image size.
     """
     fixed, moving = _geometries(transform, fixed, moving)
-    parts = transform.transforms if isinstance(transform, Composite) else [transform]
-    exponentials = [  # once, not once a slab
-        p.exponential() if isinstance(p, Velocity) and p.method == "scaling_and_squaring" else p
-        for p in parts
-    ]
-    transform = compose(*exponentials).to(dtype=torch.float64)
+    # the compact export's value, its velocity fields exponentiated once, not once a slab
+    transform = exponentiated(transform).to(dtype=torch.float64)
     device = transform._device()
     shape = fixed.shape
     axes = [torch.linspace(0, 1, n, dtype=torch.float64, device=device) for n in shape]

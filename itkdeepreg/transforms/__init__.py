@@ -3,7 +3,7 @@
 from .affine import Affine
 from .base import Transform, from_dict, load_transform
 from .composite import Composite, compose
-from .field import Displacement, Velocity
+from .field import Displacement, Velocity, exponentiated
 from .inverse import invert
 from .physical import from_physical, to_physical
 
@@ -14,6 +14,7 @@ __all__ = [
     "Transform",
     "Velocity",
     "compose",
+    "exponentiated",
     "from_dict",
     "from_physical",
     "invert",
