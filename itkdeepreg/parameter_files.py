@@ -8,19 +8,22 @@ error found later still names its line.
 
 A file with ``(Registration "DeepRegistration")`` is one of our registration steps;
 :func:`step_options` checks it against :data:`STEP_KEYS` and gives the keyword options of a
-registration method, and :func:`step_parameters` is its reverse. Only the standard library is
-used here: the module imports without torch or ITK.
+registration method, and :func:`step_parameters` is its reverse. Any other file is an elastix
+map: :func:`check_elastix_map` checks its keys against those elastix reads. Only the standard
+library is used here: the module imports without torch or ITK.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import numbers
 import os
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .files import write_atomically
 
@@ -552,3 +555,61 @@ def _regularization_entries(regularization) -> dict:
         "Regularization": tuple(names[name] for name in regularization),
         "RegularizationWeight": tuple(float(w) for w in regularization.values()),
     }
+
+
+# ------------------------------------------------------------------------------ elastix maps
+
+ELASTIX_KEYS_FILE = Path(__file__).parent / "data" / "elastix_parameters.txt"
+_COMPONENTS = (
+    "Registration|FixedImagePyramid|MovingImagePyramid|Interpolator|ImageSampler|Metric|"
+    "Optimizer|Transform|ResampleInterpolator|Resampler"
+)
+# elastix reads a component's key also after the component's label, "Metric1NumberOfHistogramBins"
+_LABELLED = re.compile(rf"(?P<label>(?:{_COMPONENTS})\d+)(?P<key>\w+)")
+# and numbers some keys itself
+_NUMBERED = re.compile(
+    r"Metric\d+(?:Weight|RelativeWeight|Use)|Erode(?:Fixed|Moving)Mask\d+|FullSearchSpace\d+"
+)
+
+
+@functools.cache
+def elastix_keys() -> frozenset[str]:
+    """The keys elastix reads from a parameter file, as listed in :data:`ELASTIX_KEYS_FILE`
+    (the file says where they come from)."""
+    lines = ELASTIX_KEYS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def is_elastix_key(key: str) -> bool:
+    """Whether elastix reads ``key``: a listed key, one after a component's label
+    (``Metric1NumberOfHistogramBins``), or a numbered one (``Metric0Weight``)."""
+    labelled = _LABELLED.fullmatch(key)
+    known = elastix_keys()
+    return (
+        key in known
+        or bool(_NUMBERED.fullmatch(key))
+        or (labelled is not None and labelled["key"] in known)
+    )
+
+
+def check_elastix_map(parameter_map: ParameterMap) -> None:
+    """Refuse, with a :class:`ParameterFileError`, a map that holds no parameters and a key
+    elastix does not read (elastix would ignore it without a word), at the key's line and with
+    the nearest known key when one is close."""
+    path = parameter_map.path
+    if not parameter_map.values:
+        raise _error(path, None, "holds no parameters: not one (Key value ...) entry")
+    for key in parameter_map.values:
+        if not is_elastix_key(key):
+            line = parameter_map.lines.get(key)
+            raise _error(path, line, f"unknown elastix key {key}{_elastix_suggestion(key)}")
+
+
+def _elastix_suggestion(key: str) -> str:
+    by_lower = {k.lower(): k for k in elastix_keys()}
+    labelled = _LABELLED.fullmatch(key)
+    label, rest = (labelled["label"], labelled["key"]) if labelled else ("", key)
+    close = difflib.get_close_matches(rest.lower(), list(by_lower), n=1, cutoff=0.7)
+    if close:
+        return f"; did you mean {label}{by_lower[close[0]]}?"
+    return "; elastix reads no such key (the keys it reads: itkdeepreg/data/elastix_parameters.txt)"

@@ -18,8 +18,14 @@ from dataclasses import dataclass, field
 
 from .interop import InverseConsistentTransform, from_itk_transform
 from .interop.classical import ants_registration, elastix_registration
-from .methods import method_names, takes_option
-from .parameter_files import read_parameter_file, step_key, step_options
+from .methods import check_options, method_names, takes_option
+from .parameter_files import (
+    ParameterMap,
+    check_elastix_map,
+    read_parameter_file,
+    step_key,
+    step_options,
+)
 from .registration import DeepRegistrationMethod
 
 
@@ -56,8 +62,8 @@ class TransformFileStep:
 def read_pipeline(paths) -> list:
     """The steps of a list of parameter files: ``(Registration "DeepRegistration")`` files
     become method steps, every other file an elastix step. Every file is read and checked,
-    down to options a method does not take (errors name the file and the line), before
-    anything runs."""
+    down to options a method does not take and keys elastix does not read (errors name the
+    file and the line), before anything runs; a file that holds no parameters is refused."""
     steps = []
     for path in paths:
         parameters = read_parameter_file(path)
@@ -69,6 +75,7 @@ def read_pipeline(paths) -> list:
                     raise step.error(option, message)
             steps.append(MethodStep(step.method, step.options))
         else:
+            check_elastix_map(parameters)
             steps.append(ElastixStep([parameters.as_elastix()]))
     return steps
 
@@ -87,17 +94,44 @@ def run_pipeline(
     :class:`~itkdeepreg.interop.InverseConsistentTransform` of the whole pipeline.
 
     ``initial_transform``: an ITK transform or an ``InverseConsistentTransform`` the first
-    step starts from. The masks are handed to every step.
+    step starts from. The masks are handed to every step. Every step is checked (every file
+    read, every elastix map's keys) before the first one runs.
     """
-    steps = list(steps)
+    # a file becomes its step here (read and checked), so a mixed list is checked whole too
+    steps = [s for step in steps for s in (read_pipeline([step]) if _is_path(step) else [step])]
     if not steps:
         raise ValueError("a pipeline needs at least one step")
-    if all(isinstance(step, (str, bytes)) or hasattr(step, "__fspath__") for step in steps):
-        steps = read_pipeline(steps)
+    _check(steps)
     current = _as_inverse_consistent(initial_transform, fixed, moving)
     for step in steps:
         current = _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress)
     return current.Warp(moving), current
+
+
+def _is_path(step) -> bool:
+    return isinstance(step, (str, bytes)) or hasattr(step, "__fspath__")
+
+
+def _check(steps) -> None:
+    """Refuse what is not a step, a method step's option values out of range, and an elastix
+    map elastix would not run as written."""
+    for number, step in enumerate(steps, start=1):
+        if isinstance(step, MethodStep):
+            try:
+                check_options(step.method, step.options)
+            except ValueError as error:
+                raise ValueError(f"step {number} ({step.method}): {error}") from None
+        elif isinstance(step, ElastixStep):
+            maps = step.parameter_maps
+            if hasattr(maps, "GetNumberOfParameterMaps"):  # an itk.ParameterObject
+                maps = [maps.GetParameterMap(i) for i in range(maps.GetNumberOfParameterMaps())]
+            elif hasattr(maps, "keys"):
+                maps = [maps]
+            for index, keys in enumerate(maps, start=1):
+                where = f"step {number} (elastix map {index})"
+                check_elastix_map(ParameterMap(dict.fromkeys(keys, ()), path=where))
+        elif not isinstance(step, (MethodStep, AntsStep, TransformFileStep)):
+            raise TypeError(f"step {number} is not a pipeline step: {step!r}")
 
 
 def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
