@@ -23,8 +23,10 @@ import argparse
 import ast
 import contextlib
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 
 import itk
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .files import temporary_name, write_all
+from .files import temporary_name, unfinished_outputs, write_all
 from .geometry import ImageGeometry
 from .interop import InverseConsistentTransform, check_scalar_image, tensor_to_image
 from .interop.images import itk_error_message, read_image
@@ -40,6 +42,7 @@ from .interop.transformix import transformix_outputs
 from .interop.transforms import FIELD_SUFFIXES, TRANSFORM_SUFFIXES, read_itk_transform
 from .methods import SIMILARITIES, method_names, method_options, takes_option
 from .registration import DEFAULT_METHOD, DeepRegistrationMethod, deep_registration_method
+from .zoo.weights import sha256_of
 
 PROGRAM = "itkdeepreg"
 COMMANDS = ("register", "warp", "jacobian", "demo", "apply", "train", "finetune")
@@ -60,9 +63,16 @@ class CommandError(Exception):
     """A problem with the files or the data: exit code 1."""
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that what it was writing is removed."""
+
+
 def main(argv=None) -> int:
     """Run the command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _dispatch(argv)
     except UsageError as error:
@@ -74,11 +84,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _report("interrupted")
         return 130
+    except _Terminated:
+        _report("terminated")
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _report(error) -> None:
+def _terminate(number, frame):
+    raise _Terminated
+
+
+def _report(error, kind="error") -> None:
     message = " ".join(str(error).split()) or type(error).__name__
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+    print(f"{PROGRAM}: {kind}: {message}", file=sys.stderr)
 
 
 def _dispatch(argv) -> int:
@@ -532,9 +552,11 @@ def _register(args) -> int:
                 f"{flag}: a .mat file holds one affine transform, and {method} gives a "
                 "deformation; write .h5"
             )
-    _check_outputs(outputs)
+    _check_outputs(outputs, args)
     if "weights" in options:
         _require_file(options["weights"], "--weights")
+        # so a user can pin the file they trust (a published download is checked by fetch)
+        print(f"--weights {options['weights']}: SHA-256 {sha256_of(options['weights'])}")
 
     fixed = _read_image(args.fixed, "--fixed")
     moving = _read_image(args.moving, "--moving")
@@ -620,7 +642,7 @@ def _register_options(args, method) -> dict:
 
 
 def _warp(args) -> int:
-    _check_outputs([("--out", args.out, IMAGE_SUFFIXES)])
+    _check_outputs([("--out", args.out, IMAGE_SUFFIXES)], args)
     fixed = _read_image(args.fixed, "--fixed", scalar=False)
     moving = _read_image(args.moving, "--moving")
     transform = _read_itk_transform(args.transform, "--transform")
@@ -691,7 +713,7 @@ def _warp_labels(moving, array, fixed, transform) -> np.ndarray:
 
 
 def _jacobian(args) -> int:
-    _check_outputs([("--out", args.out, IMAGE_SUFFIXES)])
+    _check_outputs([("--out", args.out, IMAGE_SUFFIXES)], args)
     fixed = _read_image(args.fixed, "--fixed", scalar=False)
     moving = _read_image(args.moving, "--moving", scalar=False)
     _require_file(args.transform, "--transform")
@@ -726,7 +748,7 @@ def _demo(args) -> int:
     }
     with _output_folder(args.out, "--out"):
         paths = {key: os.path.join(args.out, name) for key, name in names.items()}
-        _check_outputs([("--out", path, _OUR_SUFFIXES) for path in paths.values()])
+        _check_outputs([("--out", path, _OUR_SUFFIXES) for path in paths.values()], args)
         pair = brain_pair(seed=0, dimension=args.dimension)
         fixed, moving = pair.itk_images()
         size = "x".join(str(n) for n in pair.fixed_geometry.size)
@@ -810,7 +832,7 @@ def _elastix(args) -> int:
             "transform": os.path.join(args.out, "transform.h5"),
             "inverse": os.path.join(args.out, "inverse.h5"),
         }
-        _check_outputs([("-out", path, _OUR_SUFFIXES) for path in paths.values()])
+        _check_outputs([("-out", path, _OUR_SUFFIXES) for path in paths.values()], args)
         try:
             warped, transform = run_pipeline(
                 fixed,
@@ -863,7 +885,7 @@ def _apply(args) -> int:
     )
     with _output_folder(args.out, "-out"):
         result_path = os.path.join(args.out, "result.nii.gz")
-        _check_outputs([("-out", result_path, _OUR_SUFFIXES)])
+        _check_outputs([("-out", result_path, _OUR_SUFFIXES)], args)
         parameters = itk.ParameterObject.New()
         try:
             parameters.ReadParameterFile(args.parameters)
@@ -888,7 +910,8 @@ def _read_image(path, flag, scalar=True):
     """An image file (any format ITK reads, or a DICOM folder); one-line errors."""
     _require_file(path, flag)
     try:
-        image = read_image(path)
+        with _native_stderr_silenced():  # GDCM and MetaIO print their own diagnostics
+            image = read_image(path)
     except ValueError as error:
         raise CommandError(f"{flag}: {error}") from None
     if scalar:
@@ -913,20 +936,58 @@ def _write_image(image, path) -> None:
     itk.imwrite(image, os.fspath(path), compression=True)
 
 
-def _check_outputs(outputs) -> None:
-    """Refuse, before any work, outputs that cannot be written: ``(flag, path, suffixes)``."""
+# the arguments that name files a command reads: an output may never name one of them
+_INPUTS = {
+    "fixed": "--fixed",
+    "moving": "--moving",
+    "fixed_mask": "--fixed-mask",
+    "moving_mask": "--moving-mask",
+    "fixed_segmentation": "--fixed-segmentation",
+    "moving_segmentation": "--moving-segmentation",
+    "initial_transform": "--initial-transform",
+    "transform": "--transform",
+    "weights": "--weights",
+    "initial": "-t0",
+    "image": "-in",
+    "parameters": "-p",
+}
+
+
+def _check_outputs(outputs, args) -> None:
+    """Refuse, before any work, outputs that cannot be written or that name an input of
+    ``args``: ``(flag, path, suffixes)``. Report what a killed run left among them."""
+    inputs = []
+    for argument, flag in _INPUTS.items():
+        paths = getattr(args, argument, None)
+        inputs += [(flag, path) for path in ([paths] if isinstance(paths, str) else paths or ())]
     seen = {}
     for flag, path, suffixes in outputs:
-        absolute = os.path.abspath(path)
+        absolute = os.path.realpath(path)
         if absolute in seen:
             raise UsageError(f"{seen[absolute]} and {flag} both name {path}")
         seen[absolute] = flag
+        for input_flag, input_path in inputs:
+            if os.path.realpath(input_path) == absolute or _same_file(path, input_path):
+                raise UsageError(
+                    f"{flag} {path} is the input {input_flag}: it would be overwritten"
+                )
         try:
             temporary_name(path, suffixes)
         except ValueError as error:
             raise UsageError(f"{flag}: {error}") from None
         except OSError as error:
             raise CommandError(f"{flag}: {error}") from None
+    unfinished = unfinished_outputs([path for _, path, _ in outputs])
+    if unfinished:
+        _report(f"{unfinished}; this run writes them anew", kind="warning")
+
+
+def _same_file(a, b) -> bool:
+    """Whether two existing paths are one file (hard links, bind mounts)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

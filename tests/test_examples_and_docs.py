@@ -123,3 +123,9 @@ def test_ci_runs_exactly_the_readme_quick_start():
     commands = [line for line in block.splitlines() if line and not line.startswith("```")]
     assert len(commands) == 2 and commands[1].startswith("python -m pytest")
     assert "quick-start" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_bad_input_example_refuses_each_attempt_in_one_line(tmp_path):
+    outcomes = runpy.run_path(str(ROOT / "examples" / "bad_input.py"))["main"](str(tmp_path))
+    for code, err in outcomes.values():
+        assert code in (1, 2) and err.startswith("itkdeepreg: error: ") and "\n" not in err

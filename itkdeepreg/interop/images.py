@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import struct
 import zlib
 
 import itk
@@ -15,32 +16,167 @@ from ..geometry import ImageGeometry
 
 
 def read_image(path):
-    """The image of a file ITK reads (or a DICOM folder), as ITK reads it; a ``ValueError``
-    that says why not: ITK's message, a pixel type ITK Python wraps no reader for, or a
-    truncated or corrupt ``.gz`` file (which ITK reads without a word, the rest as zeros)."""
+    """The image of a file ITK reads (or a DICOM folder), as ITK reads it, after the checks
+    that ITK does not make; a ``ValueError`` that says why not.
+
+    Refused before any pixel is read: a folder with no DICOM series, an unreadable file, a
+    header that declares more voxels than this machine's memory holds, a NIfTI file whose
+    pixel data is shorter than its header declares, a truncated or corrupt ``.gz`` file (ITK
+    reads both without a word, the rest as zeros), NaN or infinite voxels in a NIfTI file
+    (ITK reads them as zeros). After reading: NaN or infinite voxels in any format, ITK's
+    own refusals, and pixel types ITK Python wraps no reader for.
+    """
     path = os.fspath(path)
-    _check_gzip(path)
+    if os.path.isdir(path):
+        return _read_dicom_folder(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"cannot read {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"cannot read {path}: permission denied")
+    _check_declared_size(path)
+    if path.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path)
+    elif path.lower().endswith(".gz"):
+        _check_stream(path, gzip.open)
     try:
-        return itk.imread(path)
+        image = itk.imread(path)
     except RuntimeError as error:
         raise ValueError(f"cannot read {path}: {itk_error_message(error)}") from None
     except TypeError:  # itk.TemplateTypeError: a pixel type ITK Python wraps no reader for
         raise ValueError(
             f"cannot read {path}: ITK Python has no reader for its pixel type"
         ) from None
-
-
-def _check_gzip(path: str) -> None:
-    if not path.lower().endswith(".gz") or not os.path.isfile(path):
-        return
-    try:
-        with gzip.open(path, "rb") as file:
-            while file.read(2**24):
-                pass
-    except (OSError, EOFError, zlib.error) as error:
+    array = itk.array_view_from_image(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError(
-            f"cannot read {path}: a corrupt or truncated gzip file ({error})"
+            f"{path} has {np.count_nonzero(~np.isfinite(array))} NaN or infinite voxels"
+        )
+    return image
+
+
+def _read_dicom_folder(path):
+    try:
+        return itk.imread(path)
+    except (RuntimeError, FileNotFoundError):
+        raise ValueError(
+            f"cannot read {path}: a folder, and no DICOM series in it; give an image file"
         ) from None
+
+
+def _check_declared_size(path: str) -> None:
+    """Refuse a header that declares more voxels than the memory available holds (as stored,
+    or as the float32 tensors every method makes), before ITK allocates them."""
+    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise ValueError(f"cannot read {path}: not an image file ITK reads")
+    io.SetFileName(path)
+    try:
+        io.ReadImageInformation()
+    except RuntimeError as error:
+        raise ValueError(f"cannot read {path}: {itk_error_message(error)}") from None
+    size = [io.GetDimensions(axis) for axis in range(io.GetNumberOfDimensions())]
+    voxels = math.prod(size) * io.GetNumberOfComponents()
+    needed = voxels * max(io.GetComponentSize(), 4)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"cannot read {path}: its header declares {'x'.join(map(str, size))} voxels "
+            f"({needed / 2**30:.1f} GiB), more than the {available / 2**30:.1f} GiB of "
+            "memory available"
+        )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # datatype codes of real floating-point voxels
+
+
+def _nifti_header(header: bytes):
+    """``(shape, datatype, bits per voxel, offset of the pixel data)`` of a NIfTI-1 or -2
+    header, or ``None`` if ``header`` is not one."""
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack_from(order + "i", header)[0] == 348:
+            dim = struct.unpack_from(order + "8h", header, 40)
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 70)
+            offset = int(struct.unpack_from(order + "f", header, 108)[0])
+        elif len(header) >= 540 and struct.unpack_from(order + "i", header)[0] == 540:
+            datatype, bitpix = struct.unpack_from(order + "2h", header, 12)
+            dim = struct.unpack_from(order + "8q", header, 16)
+            offset = struct.unpack_from(order + "q", header, 168)[0]
+        else:
+            continue
+        if not 1 <= dim[0] <= 7:
+            return None
+        return tuple(dim[1 : dim[0] + 1]), datatype, bitpix, max(offset, 352), order
+    return None
+
+
+def _check_nifti(path: str) -> None:
+    """The pixel data is as long as the header declares, and holds no NaN or infinity."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as file:
+            header = file.read(540)
+    except _BROKEN_STREAM as error:
+        raise _broken(path, error) from None
+    parsed = _nifti_header(header)
+    if parsed is None:
+        return  # not a NIfTI header: ITK says what is wrong
+    shape, datatype, bitpix, offset, order = parsed
+    floats = _NIFTI_FLOATS.get(datatype)
+    length, non_finite = _check_stream(
+        path, opener, offset, np.dtype(order + floats) if floats else None
+    )
+    expected = math.prod(shape) * bitpix // 8
+    if length - offset < expected:
+        raise ValueError(
+            f"cannot read {path}: its header declares {'x'.join(map(str, shape))} voxels "
+            f"({expected} bytes), the file holds {max(length - offset, 0)} bytes of them "
+            "(truncated?)"
+        )
+    if non_finite:
+        raise ValueError(f"{path} has {non_finite} NaN or infinite voxels")
+
+
+def _check_stream(path: str, opener, offset: int = 0, dtype=None) -> tuple[int, int]:
+    """Read the file through: ``(its length, the NaN or infinite values of ``dtype`` after
+    ``offset``)``; a ``.gz`` file that is corrupt or cut short is refused here."""
+    length, non_finite, pending = 0, 0, b""
+    try:
+        with opener(path, "rb") as file:
+            while chunk := file.read(_CHUNK):
+                if dtype is not None:
+                    start = max(offset - length, 0)
+                    values = pending + chunk[start:]
+                    usable = len(values) - len(values) % dtype.itemsize
+                    array = np.frombuffer(values[:usable], dtype)
+                    non_finite += array.size - np.count_nonzero(np.isfinite(array))
+                    pending = values[usable:]
+                length += len(chunk)
+    except _BROKEN_STREAM as error:
+        raise _broken(path, error) from None
+    return length, non_finite
+
+
+_CHUNK = 2**24
+_BROKEN_STREAM = (OSError, EOFError, zlib.error)  # what reading a cut or corrupt .gz raises
+
+
+def _broken(path, error) -> ValueError:
+    return ValueError(f"cannot read {path}: a corrupt or truncated gzip file ({error})")
 
 
 def itk_error_message(error) -> str:

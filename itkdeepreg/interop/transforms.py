@@ -124,6 +124,7 @@ def read_itk_transform(path):
     """The ITK transform of a transform file: its one transform, or its one composite."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no transform file at {path}")
+    text = _text_parameters(path) if str(path).lower().endswith((".tfm", ".txt")) else None
     try:
         transforms = itk.transformread(os.fspath(path))
     except RuntimeError as error:
@@ -140,7 +141,49 @@ def read_itk_transform(path):
             f"{path} holds {len(transforms)} transforms that are not in a CompositeTransform; "
             "their order of application is ambiguous"
         )
+    parts = _flatten(transforms[0])
+    if text:
+        _check_counts(path, text, parts)
+    for part in parts:
+        values = itk.array_from_vnl_vector(part.GetParameters())
+        if not (np.isfinite(values).all() and np.isfinite(part.GetFixedParameters()).all()):
+            raise ValueError(f"{path}: its {part.GetNameOfClass()} holds NaN or infinite values")
     return transforms[0]
+
+
+def _text_parameters(path) -> list[dict]:
+    """The ``Parameters`` and ``FixedParameters`` of each transform of an ITK text transform
+    file but composites, as numbers: ITK reads a line it cannot parse, or none, as the
+    transform's defaults."""
+    blocks = []
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for number, line in enumerate(file, 1):
+            key, _, values = (part.strip() for part in line.partition(":"))
+            if key == "Transform" and not values.startswith("Composite"):
+                blocks.append({})
+            elif key in ("Parameters", "FixedParameters") and blocks:
+                try:
+                    numbers = [float(v) for v in values.split()]
+                except ValueError:
+                    numbers = [math.nan]
+                if not all(map(math.isfinite, numbers)):
+                    raise ValueError(f"{path}, line {number}: not a list of finite numbers")
+                blocks[-1][key] = numbers
+    return blocks
+
+
+def _check_counts(path, blocks, parts) -> None:
+    for block, part in zip(blocks, parts):
+        for key, count in (
+            ("Parameters", part.GetNumberOfParameters()),
+            ("FixedParameters", part.GetNumberOfFixedParameters()),
+        ):
+            if len(block.get(key, ())) != count:
+                given = len(block[key]) if key in block else "none"
+                raise ValueError(
+                    f"{path}: its {part.GetNameOfClass()} needs {count} {key}, the file gives "
+                    f"{given}"
+                )
 
 
 def _looks_like_parameter_file(path) -> bool:
