@@ -3,45 +3,35 @@
 The torch core works where ITK is not installed. Where it is, ``import itkdeepreg`` adds
 ``DeepRegistrationMethod``, ``deep_registration_method`` and ``InverseConsistentTransform``
 to the ``itk`` namespace (:mod:`itkdeepreg.wrapping`); the ITK names below are attributes of
-this package too.
+this package too. Every name is imported when first used: ``import itkdeepreg`` loads neither
+torch nor ITK.
 """
 
-from importlib import import_module
+import pkgutil
+from importlib import import_module, metadata
 
-from .geometry import ImageGeometry
-from .sampling import identity_grid, resample, sample
-from .transforms import (
-    Affine,
-    Composite,
-    Displacement,
-    Transform,
-    Velocity,
-    compose,
-    from_physical,
-    invert,
-    load_transform,
-    to_physical,
-)
+try:
+    __version__ = metadata.version("itkdeepreg")
+except metadata.PackageNotFoundError:  # a bare source tree
+    __version__ = "0+unknown"
 
-__version__ = "0.1.0"
-__all__ = [
-    "Affine",
-    "Composite",
-    "Displacement",
-    "ImageGeometry",
-    "Transform",
-    "Velocity",
-    "compose",
-    "from_physical",
-    "identity_grid",
-    "invert",
-    "load_transform",
-    "resample",
-    "sample",
-    "to_physical",
-]
-
-_ITK_NAMES = {
+# every name is imported on first use, so that the command starts without torch or ITK
+_NAMES = {
+    "Affine": ".transforms",
+    "Composite": ".transforms",
+    "Displacement": ".transforms",
+    "Transform": ".transforms",
+    "Velocity": ".transforms",
+    "compose": ".transforms",
+    "from_physical": ".transforms",
+    "invert": ".transforms",
+    "load_transform": ".transforms",
+    "to_physical": ".transforms",
+    "ImageGeometry": ".geometry",
+    "identity_grid": ".sampling",
+    "resample": ".sampling",
+    "sample": ".sampling",
+    # the ITK face: these need ITK
     "DeepRegistrationMethod": ".registration",
     "InverseConsistentTransform": ".interop",
     "deep_registration_method": ".registration",
@@ -55,20 +45,23 @@ _ITK_NAMES = {
     "write_displacement_field": ".interop",
     "write_transform": ".interop",
 }
+__all__ = sorted(n for n, m in _NAMES.items() if m in (".transforms", ".geometry", ".sampling"))
 
 
 def __getattr__(name):
-    if name in _ITK_NAMES:
-        return getattr(import_module(_ITK_NAMES[name], __name__), name)
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name], __name__), name)
+    if name in {module.name for module in pkgutil.iter_modules(__path__)}:
+        return import_module(f".{name}", __name__)  # itkdeepreg.losses without importing it
     raise AttributeError(f"module 'itkdeepreg' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_ITK_NAMES))
+    return sorted(list(globals()) + list(_NAMES))
 
 
 try:  # installed from wrapping/ (pyproject's package-dir); a bare source tree lacks it
-    from .wrapping import add_to_itk  # noqa: E402  (after the names it needs)
+    from .wrapping import add_to_itk
 except ModuleNotFoundError:
     pass
 else:

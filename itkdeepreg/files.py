@@ -17,6 +17,8 @@ import signal
 import threading
 import uuid
 
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")  # ITK transform files
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file images: renamed whole
 _JOURNAL_PREFIX = ".itkdeepreg-writing-"
 
 

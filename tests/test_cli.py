@@ -16,6 +16,7 @@ from itkdeepreg.cli import main
 from itkdeepreg.data.brain_pairs import brain_pair
 from itkdeepreg.interop import InverseConsistentTransform, read_transform, tensor_to_image
 from itkdeepreg.parameter_files import step_parameters, write_parameter_file
+from itkdeepreg.registration import DeepRegistrationMethod
 
 QUICK = ["--method", "deformable", "--option", "iterations=(20,20,5)", "--quiet"]
 OUTPUTS = {
@@ -175,7 +176,7 @@ def test_mistakes_are_one_line_and_leave_nothing(
     def fail(self):
         raise AssertionError("the registration started")
 
-    monkeypatch.setattr(cli.DeepRegistrationMethod, "Update", fail)  # found before any work
+    monkeypatch.setattr(DeepRegistrationMethod, "Update", fail)  # found before any work
     paths, outputs = files
     fixed, moving, method = paths["fixed"], paths["moving"], "deformable"
     output = ["--transform-out", str(tmp_path / "t.h5")]
