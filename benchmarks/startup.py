@@ -3,10 +3,10 @@ of a 2D ``warp``, medians of repeated runs, for one or two source trees side by 
 
     python benchmarks/startup.py [--repeats 5] [--before TREE]
 
-``--before TREE`` times a second tree in the same run (an older checkout, say
-``git worktree add /tmp/before <commit>``; a tree whose ``wrapping/`` is not inside its package
-gets it linked there, as an installed package has it). Each run is a fresh ``python -c`` with
-the tree first on ``sys.path``. CPU seconds are the child's user plus system time. On shared
+"now" is the installed package. ``--before TREE`` times a source tree in the same run (an
+older checkout, say ``git worktree add /tmp/before <commit>``; its ``wrapping/`` gets linked
+into its package, as an installed package has it), first on ``sys.path``. Each run is a fresh
+``python -c``. CPU seconds are the child's user plus system time. On shared
 CPUs read the ratios; absolute times mean something only on a quiet machine.
 """
 
@@ -22,15 +22,23 @@ import time
 import itk
 import numpy as np
 
-RUN = "import sys; sys.path.insert(0, {tree!r}); from itkdeepreg.cli import main; sys.exit(main({args!r}))"
+RUN = "import sys; {prepare}from itkdeepreg.cli import main; sys.exit(main({args!r}))"
+# another tree first on sys.path, with no editable install's finder to map the name back here
+ELSEWHERE = (
+    "sys.path.insert(0, {tree!r}); "
+    "sys.meta_path[:] = [f for f in sys.meta_path "
+    "if 'editable' not in getattr(f, '__module__', '')]; "
+)
 
 
 def timed(tree, args):
-    """(wall, CPU) seconds of one run of the command with ``args`` from ``tree``."""
+    """(wall, CPU) seconds of one run of the command with ``args`` from ``tree`` (None: the
+    installed package)."""
+    prepare = ELSEWHERE.format(tree=tree) if tree else ""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", RUN.format(tree=tree, args=args)],
+        [sys.executable, "-c", RUN.format(prepare=prepare, args=args)],
         capture_output=True,
         check=False,
     )
@@ -67,8 +75,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", help="an older source tree to time beside this one")
     options = parser.parse_args()
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"now": here}
+    trees = {"now": None}
     if options.before:
         trees = {"before": with_wrapping_inside(os.path.abspath(options.before)), **trees}
     with tempfile.TemporaryDirectory() as folder:
@@ -79,7 +86,9 @@ def main():
                 runs = [timed(tree, args) for _ in range(options.repeats)]
                 results[command, name] = tuple(statistics.median(r) for r in zip(*runs))
     print(f"medians of {options.repeats} runs, {os.cpu_count()} CPUs")
-    header = f"{'command':<12}" + "".join(f"{name + ' wall':>13}{name + ' CPU':>12}" for name in trees)
+    header = f"{'command':<12}" + "".join(
+        f"{name + ' wall':>13}{name + ' CPU':>12}" for name in trees
+    )
     print(header + (f"{'ratio (wall)':>14}" if len(trees) == 2 else ""))
     for command in commands:
         row = f"{command:<12}"
