@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -313,25 +314,47 @@ def build_objective(section: dict):
 
 
 def to_toml(config: dict) -> str:
-    """The configuration as TOML (tables of strings, numbers, booleans and lists)."""
+    """The configuration as TOML (tables of strings, numbers, booleans, lists and tables), which
+    :mod:`tomllib` reads back exactly (tests/test_toml.py)."""
     lines = []
     for section, values in config.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append(f"[{_toml_key(section)}]")
+        lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in values.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+# TOML 1.0 basic strings: a quote, a backslash and the control characters U+0000-U+001F, U+007F
+# are escaped; the short escapes where TOML has one, \uXXXX for the rest
+_SHORT_ESCAPES = {"\b": "b", "\t": "t", "\n": "n", "\f": "f", "\r": "r", '"': '"', "\\": "\\"}
+_TO_ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def _toml_string(text: str) -> str:
+    def escape(match):
+        character = match[0]
+        return "\\" + _SHORT_ESCAPES.get(character, f"u{ord(character):04X}")
+
+    return '"' + _TO_ESCAPE.sub(escape, text) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
 
 
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return repr(value)
+        return repr(value)  # inf, -inf and nan are TOML too
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        items = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"TOML has no {type(value).__name__}: {value!r}")
 
 
 def _objective_keys(section):
