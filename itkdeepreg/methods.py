@@ -236,6 +236,18 @@ def one_of(names, functions=False) -> Rule:
     )
 
 
+def similarity_of(names, functions=True) -> Rule:
+    """``one_of`` for similarity names, which pass in any case (``losses.similarity_name``)."""
+
+    def known(value):
+        try:
+            return (functions and callable(value)) or bool(losses.similarity_name(value, names))
+        except ValueError:
+            return False
+
+    return Rule(one_of(names, functions).must, known)
+
+
 def _per_level(noun, test) -> Rule:
     return Rule(
         f"be a non-empty tuple of {noun}, one per level",
@@ -322,7 +334,7 @@ def _linear(transform):
     affine_method.__name__ = transform
     affine_method.__doc__ = f"{transform.capitalize()} registration by optimization."
     affine_method.option_rules = {
-        "similarity": one_of(SIMILARITIES, functions=True),
+        "similarity": similarity_of(SIMILARITIES),
         "initialization": one_of(INITIALIZATIONS),
         **PYRAMID_RULES,
         "learning_rate": POSITIVE,
@@ -384,7 +396,7 @@ def _regularization(value) -> bool:
 
 
 deformable.option_rules = {
-    "similarity": one_of(_DEFORMABLE_SIMILARITIES, functions=True),
+    "similarity": similarity_of(_DEFORMABLE_SIMILARITIES),
     "parameterization": one_of(PARAMETERIZATIONS),
     "symmetric": FLAG,
     "regularization": Rule(
@@ -499,7 +511,7 @@ def nephi(
     return register_nephi(
         pair.segmented("moving").to(device),
         pair.segmented("fixed").to(device),
-        similarity=similarity,
+        similarity=losses.similarity_name(similarity, NEPHI_SIMILARITIES),
         iterations=iterations,
         learning_rate=learning_rate,
         points=points,
@@ -510,7 +522,7 @@ def nephi(
 
 
 nephi.option_rules = {
-    "similarity": one_of(NEPHI_SIMILARITIES),
+    "similarity": similarity_of(NEPHI_SIMILARITIES, functions=False),
     "iterations": INTEGER_FROM_1,
     "learning_rate": POSITIVE,
     "points": INTEGER_FROM_1,
@@ -550,7 +562,7 @@ class NetworkMethod:
         ),
         "io_iterations": INTEGER_FROM_0,
         "io_kind": one_of(("fields", "weights")),
-        "similarity": one_of(SIMILARITIES, functions=True),
+        "similarity": similarity_of(SIMILARITIES),
         "learning_rate": Rule("be None or a number > 0", lambda v: v is None or POSITIVE.test(v)),
         **COMMON_RULES,
     }

@@ -14,6 +14,7 @@ of elastix-style parameter files, theirs and ours mixed (:func:`read_pipeline`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .interop import InverseConsistentTransform, from_itk_transform
@@ -88,6 +89,7 @@ def run_pipeline(
     fixed_mask=None,
     moving_mask=None,
     show_progress=True,
+    log_directory=None,
 ):
     """``(warped, transform)``: the moving image registered onto the fixed one by ``steps``
     (step objects, or parameter-file paths read with :func:`read_pipeline`), and the
@@ -96,16 +98,35 @@ def run_pipeline(
     ``initial_transform``: an ITK transform or an ``InverseConsistentTransform`` the first
     step starts from. The masks are handed to every step. Every step is checked (every file
     read, every elastix map's keys) before the first one runs.
+
+    ``log_directory``: a folder (made if missing) for elastix's log of each elastix step, as
+    elastix writes it into its ``-out`` folder: ``elastix.log``, or ``elastix.N.log`` (N the
+    step's number, from 1) where the pipeline has several elastix steps.
     """
     # a file becomes its step here (read and checked), so a mixed list is checked whole too
     steps = [s for step in steps for s in (read_pipeline([step]) if _is_path(step) else [step])]
     if not steps:
         raise ValueError("a pipeline needs at least one step")
     _check(steps)
+    logs = elastix_logs(steps, log_directory)
+    if any(logs):
+        os.makedirs(log_directory, exist_ok=True)  # before the first step runs
     current = _as_inverse_consistent(initial_transform, fixed, moving)
-    for step in steps:
-        current = _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress)
+    for step, log in zip(steps, logs):
+        current = _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress, log)
     return current.Warp(moving), current
+
+
+def elastix_logs(steps, folder) -> list:
+    """Where ``run_pipeline(..., log_directory=folder)`` writes elastix's log of each step:
+    ``None`` for a step that is not elastix's, and for every step where ``folder`` is None."""
+    count = sum(isinstance(step, ElastixStep) for step in steps)
+    return [
+        os.path.join(folder, f"elastix.{n}.log" if count > 1 else "elastix.log")
+        if folder is not None and isinstance(step, ElastixStep)
+        else None
+        for n, step in enumerate(steps, start=1)
+    ]
 
 
 def _is_path(step) -> bool:
@@ -134,7 +155,7 @@ def _check(steps) -> None:
             raise TypeError(f"step {number} is not a pipeline step: {step!r}")
 
 
-def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
+def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress, log_file=None):
     if isinstance(step, MethodStep):
         registration = DeepRegistrationMethod.New(
             fixed_image=fixed,
@@ -159,7 +180,9 @@ def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress):
     initial = None if current is None else current.GetITKTransform()
     masks = {"fixed_mask": fixed_mask, "moving_mask": moving_mask}
     if isinstance(step, ElastixStep):
-        whole = elastix_registration(fixed, moving, step.parameter_maps, initial, **masks)
+        whole = elastix_registration(
+            fixed, moving, step.parameter_maps, initial, **masks, log_file=log_file
+        )
     elif isinstance(step, AntsStep):
         whole = ants_registration(
             fixed, moving, step.type_of_transform, initial, **masks, **step.options

@@ -9,12 +9,17 @@ optimization) or registration by optimization.
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
+
 from .interop import (
     InverseConsistentTransform,
     check_scalar_image,
     from_itk_transform,
     image_to_tensor,
 )
+from .interop.classical import _check_threads, _itk_threads
 from .interop.images import check_same_grid
 from .methods import Pair, check_options, run_method, takes_option
 
@@ -59,7 +64,9 @@ class DeepRegistrationMethod:
     different contrasts), ``SetInstanceOptimizationIterations``,
     ``SetInstanceOptimization`` (``"fields"`` or ``"weights"``), ``SetWeights`` (a weights
     file), ``SetDevice``, and ``SetMethodOptions`` for any other option of the method. An
-    option the method does not take is refused by ``Update``, by name.
+    option the method does not take is refused by ``Update``, by name. Similarity names are
+    taken in any case (``"LNCC"`` is ``"lncc"``). ``SetNumberOfThreads``: torch's and ITK's
+    thread counts during ``Update`` (restored afterwards; ``None``, the default, leaves them).
 
     ``Update()`` registers; ``GetOutput()`` is the moving image warped into the fixed
     image's geometry, in the moving image's pixel type; ``GetTransform()`` the
@@ -72,13 +79,24 @@ class DeepRegistrationMethod:
         self._method = DEFAULT_METHOD
         self._options = {}
         self._show_progress = True
+        self._threads = None
         self._transform = self._output = None
 
     @classmethod
-    def New(cls, **kwargs) -> DeepRegistrationMethod:
+    def New(cls, *images, **kwargs) -> DeepRegistrationMethod:
         """A new object; each keyword calls its setter: ``fixed_image=`` calls
         ``SetFixedImage``, ``instance_optimization_iterations=`` calls
-        ``SetInstanceOptimizationIterations``, and so on."""
+        ``SetInstanceOptimizationIterations``, and so on. The fixed and the moving image may
+        come first, by position, as in ITKElastix's ``ElastixRegistrationMethod.New(fixed,
+        moving)``."""
+        if len(images) > 2:
+            raise TypeError(f"New takes the fixed and the moving image, got {len(images)} images")
+        for name, image in zip(("fixed_image", "moving_image"), images):
+            if name in kwargs:
+                raise TypeError(
+                    f"New got the {name.replace('_', ' ')} twice: by position and as {name}="
+                )
+            kwargs[name] = image
         method = cls()
         for name, value in kwargs.items():
             setter = "Set" + "".join(word.capitalize() for word in name.split("_"))
@@ -109,8 +127,19 @@ class DeepRegistrationMethod:
     def SetShowProgress(self, show: bool) -> None:
         self._show_progress = bool(show)
 
+    def SetNumberOfThreads(self, threads: int | None) -> None:
+        """torch's and ITK's thread counts while ``Update`` runs (``None``: leave them)."""
+        self._threads = _check_threads(threads)
+
+    def GetNumberOfThreads(self) -> int | None:
+        return self._threads
+
     def Update(self) -> None:
         """Register the moving image onto the fixed image."""
+        with number_of_threads(self._threads):
+            self._update()
+
+    def _update(self) -> None:
         fixed, moving = self._inputs["FixedImage"], self._inputs["MovingImage"]
         if fixed is None or moving is None:
             raise ValueError("set both the fixed and the moving image before Update()")
@@ -210,6 +239,24 @@ for _name, _option in _OPTIONS.items():
     _setter, _getter = _option_accessors(_option)
     setattr(DeepRegistrationMethod, f"Set{_name}", _setter)
     setattr(DeepRegistrationMethod, f"Get{_name}", _getter)
+
+
+@contextlib.contextmanager
+def number_of_threads(threads):
+    """torch's thread count and ITK's global ones set to ``threads`` for the block, then
+    restored: a library must not leave its caller's process changed. ``None``: left as they
+    are. The one place the API and the command line set threads."""
+    threads = _check_threads(threads)
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with _itk_threads(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def deep_registration_method(fixed, moving, **kwargs):

@@ -261,6 +261,7 @@ def test_elastix_like_run_and_apply(files, tmp_path, capsys):
         "TransformParameters.0_field.nii.gz",
         "transform.h5",
         "inverse.h5",
+        "elastix.log",  # the elastix step's own log, as elastix writes it into -out
     }
     applied = tmp_path / "applied"
     parameters = str(out / "TransformParameters.0.txt")

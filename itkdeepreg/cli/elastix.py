@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ._base import PROGRAM, CommandError, Parser, UsageError, text
+from ._base import PROGRAM, CommandError, Parser, text
+from .register import thread_count
 
 FLAGS = ("-f", "-m", "-p", "-out", "-fMask", "-mMask", "-t0")
 
@@ -16,7 +17,9 @@ def parser() -> Parser:
             "elastix-like: register with parameter files run one after the other (elastix "
             'maps and our (Registration "DeepRegistration") steps mixed). Writes '
             "DIR/result.nii.gz, DIR/TransformParameters.0.txt with its field (apply it with "
-            "transformix or 'itkdeepreg apply'), DIR/transform.h5 and DIR/inverse.h5."
+            "transformix or 'itkdeepreg apply'), DIR/transform.h5 and DIR/inverse.h5, and "
+            "elastix's log of each elastix step, as elastix does: DIR/elastix.log "
+            "(DIR/elastix.N.log for step N where several steps are elastix's)."
         ),
     )
     p.add_argument("-f", dest="fixed", required=True, metavar="IMAGE", help="the fixed image")
@@ -35,19 +38,19 @@ def parser() -> Parser:
     p.add_argument(
         "-t0", dest="initial", metavar="TRANSFORM", help="an ITK transform file to start from"
     )
-    p.add_argument("-threads", dest="threads", type=int, metavar="N", help="the number of threads")
+    p.add_argument(
+        "-threads", dest="threads", type=thread_count, metavar="N", help="the number of threads"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def run(args) -> int:
-    import itk
-    import torch
-
     from ..files import write_all
     from ..interop.images import itk_error_message
     from ..interop.transformix import transformix_outputs
-    from ..pipeline import read_pipeline, run_pipeline
+    from ..pipeline import elastix_logs, read_pipeline, run_pipeline
+    from ..registration import number_of_threads
     from ._files import (
         OUR_SUFFIXES,
         check_outputs,
@@ -58,11 +61,6 @@ def run(args) -> int:
         write_image,
     )
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"-threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
     for path in args.parameters:
         require_file(path, "-p")
     steps = read_pipeline(args.parameters)  # every file read and checked before anything runs
@@ -77,7 +75,7 @@ def run(args) -> int:
         if path is not None
     }
     initial = None if args.initial is None else read_itk_transform(args.initial, "-t0")
-    with output_folder(args.out, "-out"):
+    with number_of_threads(args.threads), output_folder(args.out, "-out"):
         paths = {
             "result": os.path.join(args.out, "result.nii.gz"),
             "parameters": os.path.join(args.out, "TransformParameters.0.txt"),
@@ -85,7 +83,12 @@ def run(args) -> int:
             "transform": os.path.join(args.out, "transform.h5"),
             "inverse": os.path.join(args.out, "inverse.h5"),
         }
-        check_outputs([("-out", path, OUR_SUFFIXES) for path in paths.values()], args)
+        logs = [log for log in elastix_logs(steps, args.out) if log]  # elastix writes them
+        check_outputs(
+            [("-out", path, OUR_SUFFIXES) for path in paths.values()]
+            + [("-out", log, (".log",)) for log in logs],
+            args,
+        )
         try:
             warped, transform = run_pipeline(
                 fixed,
@@ -93,6 +96,7 @@ def run(args) -> int:
                 steps,
                 initial_transform=initial,
                 show_progress=not args.quiet,
+                log_directory=args.out,
                 **masks,
             )
         except RuntimeError as error:

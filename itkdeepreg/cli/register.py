@@ -113,6 +113,12 @@ def add_parser(commands) -> None:
         help="any other option of the method, repeatable; the value is a Python literal or a "
         'string: --option "iterations=(50,50,10)" --option symmetric=True',
     )
+    method.add_argument(
+        "--threads",
+        type=thread_count,
+        metavar="N",
+        help="torch's and ITK's number of threads (default: theirs)",
+    )
     method.add_argument("--quiet", action="store_true", help="no progress bars")
     outputs = p.add_argument_group("outputs (at least one)")
     outputs.add_argument(
@@ -161,6 +167,17 @@ def io_iterations(text: str):
         raise argparse.ArgumentTypeError(f"not a number of steps or None: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 or None, got {value}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """``--threads`` here and the elastix-like ``-threads``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of threads: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -236,7 +253,7 @@ def run(args) -> int:
             )
     # the command line is right: from here on the command needs torch and ITK
     from ..files import write_all
-    from ..registration import DeepRegistrationMethod
+    from ..registration import DeepRegistrationMethod, number_of_threads
     from ..zoo.weights import sha256_of
     from ._files import check_outputs, read_image, read_itk_transform, require_file, write_image
 
@@ -265,20 +282,21 @@ def run(args) -> int:
     registration = DeepRegistrationMethod.New(**inputs, method=method)
     registration.SetShowProgress(not args.quiet)
     registration.SetMethodOptions(options)
-    try:
-        registration.Update()
-    except (ValueError, TypeError) as error:
-        raise CommandError(f"{method}: {error}") from None
-    transform = registration.GetTransform()
+    with number_of_threads(args.threads):  # the outputs are computed too (fields, Jacobians)
+        try:
+            registration.Update()
+        except (ValueError, TypeError) as error:
+            raise CommandError(f"{method}: {error}") from None
+        transform = registration.GetTransform()
 
-    writers = {
-        "--transform-out": transform.Write,
-        "--inverse-out": lambda t: transform.GetInverseTransform().Write(t),
-        "--warped-out": lambda t: write_image(registration.GetOutput(), t),
-        "--field-out": transform.WriteDisplacementField,
-        "--jacobian-out": lambda t: write_image(transform.GetJacobianDeterminant(), t),
-    }
-    write_all([(path, writers[flag], suffixes) for flag, path, suffixes in outputs])
+        writers = {
+            "--transform-out": transform.Write,
+            "--inverse-out": lambda t: transform.GetInverseTransform().Write(t),
+            "--warped-out": lambda t: write_image(registration.GetOutput(), t),
+            "--field-out": transform.WriteDisplacementField,
+            "--jacobian-out": lambda t: write_image(transform.GetJacobianDeterminant(), t),
+        }
+        write_all([(path, writers[flag], suffixes) for flag, path, suffixes in outputs])
     return 0
 
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 import warnings
@@ -66,7 +67,7 @@ from .images import (
     tensor_to_image,
 )
 from .transforms import (
-    FIELD_SUFFIXES,
+    IMAGE_SUFFIXES,
     _affine_transform,
     _field_transform,
     _flatten,
@@ -103,6 +104,7 @@ def elastix_registration(
     moving_mask=None,
     threads=None,
     log=False,
+    log_file=None,
 ):
     """Register ``moving`` to ``fixed`` with elastix, starting from ``initial_transform``.
 
@@ -114,7 +116,8 @@ def elastix_registration(
     ``initial_transform``: an ITK transform (double precision, fixed point -> moving point) or
     None. ``fixed_mask``, ``moving_mask``: images on their image's grid, non-zero inside.
     ``threads``: ITK's thread count for the call (None: leave it). ``log``: elastix's log on
-    the console.
+    the console. ``log_file``: a file to write elastix's log into (replaced; written after a
+    failure too), as elastix writes ``elastix.log`` into its ``-out`` folder.
 
     Returns an ``itk.CompositeTransform[itk.D, D]``: the converted transforms of the maps and
     the initial transform's parts (shared, not copied), or, where elastix's transforms have no
@@ -128,6 +131,8 @@ def elastix_registration(
     initial = _check_initial(initial_transform, dimension)
     parameters = _parameter_object(parameter_maps, classes["ParameterObject"])
     threads = _check_threads(threads)
+    if log_file is not None and not os.path.isdir(os.path.dirname(os.path.abspath(log_file))):
+        raise FileNotFoundError(f"log_file {log_file}: its folder does not exist")
     image_type = itk.Image[itk.F, dimension]
     method = classes["ElastixRegistrationMethod"][image_type, image_type].New()
     method.SetFixedImage(_float_image(fixed))
@@ -140,7 +145,7 @@ def elastix_registration(
     if initial is not None:
         method.SetExternalInitialTransform(initial)
     method.SetLogToConsole(bool(log))
-    with _itk_threads(threads):
+    with _itk_threads(threads), _elastix_log_file(method, log_file):
         method.Update()
         parts = _converted_parts(method, initial, fixed)
         if parts is None:
@@ -449,6 +454,26 @@ def _transformix_transform(method, moving, transformix_class, log):
 
 
 @contextlib.contextmanager
+def _elastix_log_file(method, path):
+    """elastix's log moved into ``path`` after the block, also after a failure (when the log
+    says why). elastix logs into its output folder only, where it also writes its
+    TransformParameters.0.txt: that folder is a temporary one."""
+    if path is None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="itkdeepreg-elastix-") as folder:
+        method.SetOutputDirectory(folder)
+        method.SetLogFileName("elastix.log")
+        method.SetLogToFile(True)
+        try:
+            yield
+        finally:
+            log = os.path.join(folder, "elastix.log")
+            if os.path.exists(log):
+                shutil.move(log, path)
+
+
+@contextlib.contextmanager
 def _itk_threads(threads):
     """ITK's global maximum and default thread counts set to ``threads``, then restored."""
     if threads is None:
@@ -520,7 +545,7 @@ def _ants_image(ants, image, geometry_of, mask=False):
 
 def _read_ants_file(path, dimension) -> list:
     """The ITK transforms (queue order, double, in memory) of one file of ANTs' list."""
-    if str(path).endswith(FIELD_SUFFIXES):
+    if str(path).endswith(IMAGE_SUFFIXES):
         return [_copied_field(itk.imread(str(path)))]
     parts = [part for transform in itk.transformread(str(path)) for part in _flatten(transform)]
     for part in parts:

@@ -1,4 +1,7 @@
-"""Similarity losses and regularizers (DESIGN.md, idea 4): plain functions of tensors and values."""
+"""Similarity losses and regularizers: plain functions of tensors and values.
+
+Idea 4 of docs/architecture.md: objectives wrap models, models do not know their loss.
+"""
 
 from .metrics import dice, folding_fraction, jacobian_determinant
 from .objective import REGULARIZERS, fields_of, pair_objective
@@ -28,13 +31,20 @@ SIMILARITIES = {
 }
 
 
+def similarity_name(name, names=SIMILARITIES) -> str:
+    """The name of ``names`` that ``name`` is, ignoring case (``"LNCC"`` is ``"lncc"``): the one
+    lookup of similarity names, which the command line has always lowercased."""
+    canonical = {n.lower(): n for n in names}
+    if not isinstance(name, str) or name.lower() not in canonical:
+        raise ValueError(f"unknown similarity {name!r}; known: {', '.join(names)}")
+    return canonical[name.lower()]
+
+
 def named_similarity(name, table=SIMILARITIES):
     """The similarity function of a name in ``table`` (a function is returned as it is)."""
     if callable(name):
         return name
-    if name not in table:
-        raise ValueError(f"unknown similarity {name!r}; known: {', '.join(table)}")
-    return table[name]
+    return table[similarity_name(name, table)]
 
 
 __all__ = [
@@ -59,5 +69,6 @@ __all__ = [
     "ncc",
     "ngf",
     "pair_objective",
+    "similarity_name",
     "squared_lncc",
 ]
