@@ -3,11 +3,11 @@
 ::
 
     itkdeepreg register --fixed F --moving M [--method NAME] [options] --transform-out T.h5 ...
-    itkdeepreg warp --fixed F --moving M --transform T.h5 --out W.nii.gz [--interpolation label]
-    itkdeepreg jacobian --fixed F --moving M --transform T.h5 --out J.nii.gz
+    itkdeepreg warp --fixed F --moving M --transform T [--transform [T2,1] ...] --out W.nii.gz
+    itkdeepreg jacobian --reference F --transform T.h5 --out J.nii.gz
     itkdeepreg demo [--out DIR] [--dimension 2|3]
     itkdeepreg -f F -m M -p a.txt [-p b.txt ...] -out DIR [-fMask ..] [-mMask ..] [-t0 T]
-    itkdeepreg apply -in IMAGE -tp TransformParameters.0.txt -out DIR
+    itkdeepreg apply [-in IMAGE] -tp TransformParameters.0.txt -out DIR [-def all] [-jac all]
 
 ``register`` also takes the published ``unigradicon-register`` flags (``--fixed_modality``,
 ``--transform_out``, ``--io_iterations``, ``--io_sim``, ``--model``, ...). A user's mistake
@@ -40,7 +40,8 @@ elastix-like (no command):
              [-fMask MASK] [-mMask MASK] [-t0 TRANSFORM] [-threads N] [--quiet]
   runs the parameter files one after the other (elastix maps and our
   (Registration "DeepRegistration") steps mixed) and writes result.nii.gz,
-  TransformParameters.0.txt (for transformix), transform.h5 and inverse.h5 into DIR.
+  TransformParameters.0.txt (for transformix), transform.h5, inverse.h5 and
+  elastix.log (of the elastix steps) into DIR.
 
 'itkdeepreg COMMAND --help' describes each command."""
 

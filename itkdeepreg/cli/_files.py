@@ -17,7 +17,6 @@ from ..interop.transforms import read_itk_transform as read_itk_transform_file
 from ._base import CommandError, UsageError, report
 
 OUR_SUFFIXES = (*IMAGE_SUFFIXES, *TRANSFORM_SUFFIXES, ".png")  # the files we name ourselves
-MAX_LABELS = 4096  # --interpolation label on more distinct values is surely not a segmentation
 
 
 def require_file(path, flag) -> None:
@@ -172,24 +171,3 @@ def resample(moving, values: np.ndarray, fixed, transform, interpolation="linear
         default_pixel_value=0.0,
     )
     return itk.array_from_image(resampled)
-
-
-def warp_labels(moving, array, fixed, transform) -> np.ndarray:
-    """Label-preserving resampling: each label's indicator resampled linearly (one ITK pass per
-    label), the most probable label kept; 0 outside the moving image, as in the other modes."""
-    labels = np.unique(array)
-    if labels.size > MAX_LABELS:
-        raise CommandError(
-            f"--interpolation label: the moving image has {labels.size} distinct values; "
-            "is it a segmentation?"
-        )
-    best = None
-    for label in labels:
-        probability = resample(moving, array == label, fixed, transform)
-        if best is None:
-            best = np.zeros_like(probability)
-            result = np.zeros(probability.shape, dtype=array.dtype)
-        better = probability > best
-        best[better] = probability[better]
-        result[better] = label
-    return result

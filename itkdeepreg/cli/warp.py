@@ -47,14 +47,6 @@ def add_parser(commands) -> None:
     p.set_defaults(run=run)
 
 
-def transform_file_arguments(p, fixed, moving, out) -> None:
-    """The flags of the commands that read one transform file between two images."""
-    p.add_argument("--fixed", required=True, metavar="IMAGE", help=fixed)
-    p.add_argument("--moving", required=True, metavar="IMAGE", help=moving)
-    p.add_argument("--transform", required=True, metavar="TRANSFORM", help="the transform file")
-    p.add_argument("--out", required=True, metavar="IMAGE", help=out)
-
-
 def chain_entry(value: str) -> tuple[str, bool]:
     """``(path, inverted)`` of ``T``, ``[T]``, ``[T,0]`` or ``[T,1]`` (antsApplyTransforms' -t)."""
     if not (value.startswith("[") and value.endswith("]")):
@@ -77,14 +69,8 @@ def run(args) -> int:
     from ..files import write_all
     from ..geometry import ImageGeometry
     from ..interop import tensor_to_image
-    from ._files import (
-        IMAGE_SUFFIXES,
-        check_outputs,
-        read_image,
-        resample,
-        warp_labels,
-        write_image,
-    )
+    from ..interop.transforms import warp_labels
+    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, resample, write_image
 
     files = argparse.Namespace(**{**vars(args), "transform": [p for p, _ in args.transform]})
     check_outputs([("--out", args.out, IMAGE_SUFFIXES)], files)  # no output over a transform
@@ -102,16 +88,16 @@ def run(args) -> int:
         transform.AddTransform(_transform(path, inverted, dimension))
     # ITK, not our torch warp: the command applies transform files exactly as ITK (and
     # antsApplyTransforms) read them, so it takes every transform ITK reads (B-splines, ANTs
-    # composites, ...) with no conversion to our values and no inverse computed, and it checks
-    # our export independently of the code that wrote it.
-    array = itk.array_view_from_image(moving)
-    if args.interpolation == "label":
-        warped = warp_labels(moving, array, fixed, transform)
+    # composites, ...) with no conversion to our values and no inverse approximated (ITK
+    # inverts linear ones exactly), and it checks our export independently of its writer.
+    if args.interpolation == "label":  # the library's one label rule
+        image = warp_labels(moving, transform, ImageGeometry.from_image(fixed))
     else:
-        warped = resample(moving, array.astype(np.float64), fixed, transform, args.interpolation)
-    image = tensor_to_image(  # in the moving image's pixel type, on the fixed grid
-        torch.from_numpy(warped), ImageGeometry.from_image(fixed), itk.template(moving)[1][0]
-    )
+        array = itk.array_view_from_image(moving).astype(np.float64)
+        warped = resample(moving, array, fixed, transform, args.interpolation)
+        image = tensor_to_image(  # in the moving image's pixel type, on the fixed grid
+            torch.from_numpy(warped), ImageGeometry.from_image(fixed), itk.template(moving)[1][0]
+        )
     write_all([(args.out, lambda t: write_image(image, t), IMAGE_SUFFIXES)])
     return 0
 
@@ -119,30 +105,15 @@ def run(args) -> int:
 def _transform(path, inverted, dimension):
     """The double-precision ITK transform of one --transform entry: a transform file, or an
     image of displacements (an ANTs warp) as antsApplyTransforms reads one."""
-    import itk
-    import numpy as np
-
-    from ..files import TRANSFORM_SUFFIXES
-    from ..geometry import ImageGeometry
-    from ..interop.transforms import _field_transform
-    from ._files import read_image, read_itk_transform
+    from ..files import IMAGE_SUFFIXES
+    from ._files import read_itk_transform
 
     flag = f"--transform [{path},1]" if inverted else "--transform"
     if not os.path.exists(path) and path.replace(" ", "")[-2:] in (",0", ",1"):
         raise CommandError(f"{flag}: no such file: {path} (ANTs' notation: [{path}])")
-    if not path.lower().endswith(TRANSFORM_SUFFIXES):
-        if inverted:  # refused before reading it
-            raise CommandError(_not_inverted(flag, path, "a displacement field"))
-        image = read_image(path, flag, scalar=False)
-        if image.GetNumberOfComponentsPerPixel() != image.GetImageDimension():
-            raise CommandError(
-                f"{flag}: {path} is an image but not a displacement field (a warp holds "
-                f"{image.GetImageDimension()} components per voxel)"
-            )
-        vectors = itk.array_from_image(image).astype(np.float64)
-        transform = _field_transform(vectors, ImageGeometry.from_image(image))
-    else:
-        transform = read_itk_transform(path, flag)
+    if inverted and path.lower().endswith(IMAGE_SUFFIXES):  # refused before it is read
+        raise CommandError(_not_inverted(flag, path, "a displacement field"))
+    transform = read_itk_transform(path, flag)
     if transform.GetInputSpaceDimension() != dimension:
         raise CommandError(
             f"{flag}: {path} is a {transform.GetInputSpaceDimension()}D transform, the images "

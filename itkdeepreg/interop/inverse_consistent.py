@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import itk
 import numpy as np
 import torch
 
 from ..files import write_all
+from ..geometry import ImageGeometry
 from ..losses import jacobian_determinant
 from ..transforms import Transform, exponentiated, from_physical, invert, to_physical
 from .images import as_geometry, image_to_tensor, tensor_to_image
 from .transformix import write_transformix_parameters
 from .transforms import (
     TRANSFORM_SUFFIXES,
+    _grid,
+    _warp_label_array,
     displacement_field_image,
-    read_transform,
+    from_itk_transform,
+    read_itk_transform,
     to_itk_transform,
     write_displacement_field,
     write_transform,
@@ -27,24 +33,65 @@ class InverseConsistentTransform:
     ``forward`` maps the fixed image's unit cube to the moving image's and ``backward`` the
     reverse (transform values; ``None`` computes it with
     :func:`~itkdeepreg.transforms.invert` when it is first used); ``fixed`` and ``moving`` are
-    ``itk.Image`` or
-    :class:`~itkdeepreg.geometry.ImageGeometry`. As an ITK transform it maps a physical fixed
-    point to a physical moving point, which is what ``itk.ResampleImageFilter``, ANTs and
-    transformix expect of the transform that warps the moving image onto the fixed one.
-    :meth:`GetITKTransform` is the ``itk.CompositeTransform`` to hand to ITK filters.
+    ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`, or ``None`` where unknown (a
+    file read alone): the maps then act on physical points in tensor-axis order (z, y, x mm),
+    and what needs the fixed grid (``Warp``, the Jacobian, the displacement field) takes a
+    ``reference``. As an ITK transform it maps a physical fixed point to a physical moving
+    point, which is what ``itk.ResampleImageFilter``, ANTs and transformix expect of the
+    transform that warps the moving image onto the fixed one. ITK's wrapped functions take
+    the object itself where they take a transform (``itk.resample_image_filter(transform=
+    result)``, ``itk.transformwrite``); :meth:`GetITKTransform` is the ``itk.CompositeTransform``
+    as an ITK object of its own.
 
     Both maps are held as ITK holds them (:func:`~itkdeepreg.transforms.exponentiated`: an
     integrated velocity field's flow sampled on its grid), so that what is applied
     (``TransformPoint``, ``Warp``, Jacobians) is exactly what is written.
     """
 
-    def __init__(self, forward: Transform, backward: Transform | None, fixed, moving):
+    def __init__(self, forward: Transform, backward: Transform | None, fixed=None, moving=None):
         with torch.no_grad():  # an ITK-side value: no graph kept alive
             self.forward = exponentiated(forward)
             self._backward = None if backward is None else exponentiated(backward)
         # kept to be inverted as given: a velocity field exactly, not its sampled flow
         self._to_invert = forward if backward is None else None
-        self.fixed_geometry, self.moving_geometry = as_geometry(fixed), as_geometry(moving)
+        self.fixed_geometry, self.moving_geometry = (
+            None if g is None else as_geometry(g) for g in (fixed, moving)
+        )
+        self._itk = None  # (forward, its ITK export), made when ITK first asks
+
+    @property
+    def this(self):
+        """SWIG's handle on the ITK export: where a wrapped ITK function takes an ITK
+        transform, SWIG looks for ``this`` and so takes this object."""
+        if self._itk is None or self._itk[0] is not self.forward:
+            self._itk = (self.forward, self.GetITKTransform())
+        return self._itk[1].this
+
+    def __getstate__(self):
+        return {**self.__dict__, "_itk": None}  # ITK objects neither copy nor pickle
+
+    def _frames(self):
+        """The fixed and moving geometries, a physical frame for an unknown one."""
+        frame = _physical_frame(self.forward.dimension)
+        return tuple(frame if g is None else g for g in (self.fixed_geometry, self.moving_geometry))
+
+    def _forward_between(self, fixed, moving) -> Transform:
+        """``forward`` between the unit cubes of two other geometries."""
+        own = self._frames()
+        if (fixed, moving) == own:
+            return self.forward
+        return from_physical(to_physical(self.forward, *own), fixed, moving)
+
+    def _reference(self, reference) -> ImageGeometry:
+        """The grid to work on: ``reference``, else the fixed image's."""
+        if reference is not None:
+            return _grid(reference)
+        if self.fixed_geometry is None:
+            raise ValueError(
+                "this transform was read without its fixed image: give reference= (an image "
+                "or ImageGeometry, the grid to work on)"
+            )
+        return self.fixed_geometry
 
     @property
     def backward(self) -> Transform:
@@ -56,9 +103,7 @@ class InverseConsistentTransform:
 
     def TransformPoint(self, point):
         """The moving physical point (LPS mm, x-y-z) of a fixed physical point."""
-        physical = to_physical(
-            self.forward.to(dtype=torch.float64), self.fixed_geometry, self.moving_geometry
-        )
+        physical = to_physical(self.forward.to(dtype=torch.float64), *self._frames())
         points = torch.tensor(np.asarray(point, dtype=np.float64)).reshape(1, -1, 1)
         with torch.no_grad():
             return tuple(physical(points)[0, :, 0].tolist())
@@ -75,8 +120,9 @@ class InverseConsistentTransform:
         fixed, moving = as_geometry(fixed), as_geometry(moving)
         if fixed == self.fixed_geometry and moving == self.moving_geometry:
             return self
-        forward = to_physical(self.forward, self.fixed_geometry, self.moving_geometry)
-        backward = to_physical(self.backward, self.moving_geometry, self.fixed_geometry)
+        own_fixed, own_moving = self._frames()
+        forward = to_physical(self.forward, own_fixed, own_moving)
+        backward = to_physical(self.backward, own_moving, own_fixed)
         return InverseConsistentTransform(
             from_physical(forward, fixed, moving),
             from_physical(backward, moving, fixed),
@@ -84,46 +130,63 @@ class InverseConsistentTransform:
             moving,
         )
 
-    def Warp(self, image, mode="linear"):
-        """``image`` (on the moving image's grid) resampled onto the fixed image's grid through
-        the map, in its own pixel type; ``mode``: ``"linear"`` or ``"nearest"``."""
-        tensor, geometry = image_to_tensor(image)
-        if geometry.shape != self.moving_geometry.shape:
-            raise ValueError(
-                f"the image has size {geometry.size}, the moving image {self.moving_geometry.size}"
-            )
-        with torch.no_grad():
-            warped = self.forward.warp(tensor, self.fixed_geometry.shape, mode=mode)
-        return tensor_to_image(warped, self.fixed_geometry, itk.template(image)[1][0])
+    def Warp(self, image, mode="linear", reference=None):
+        """``image`` (on the moving image's grid; on its own grid if the moving image is
+        unknown) resampled onto the fixed image's grid (or ``reference``'s) through the map,
+        in its own pixel type. ``mode``: ``"linear"``, ``"nearest"``, or ``"label"`` for label
+        maps (:func:`~itkdeepreg.interop.transforms.warp_labels`: each label's indicator
+        interpolated linearly, the most probable label kept; only the image's values)."""
+        if mode not in ("linear", "nearest", "label"):
+            raise ValueError(f'mode must be "linear", "nearest" or "label", got {mode!r}')
+        fixed = self._reference(reference)
+        own = _grid(image)
+        moving = own if self.moving_geometry is None else self.moving_geometry
+        if own.shape != moving.shape:
+            raise ValueError(f"the image has size {own.size}, the moving image {moving.size}")
+        if mode == "label":  # ITK through the export: one rule with `itkdeepreg warp`
+            array = itk.array_view_from_image(image)
+            warped = torch.from_numpy(_warp_label_array(array, moving, self, fixed))
+        else:
+            tensor = image_to_tensor(image)[0]
+            with torch.no_grad():
+                value = self._forward_between(fixed, moving)
+                warped = value.warp(tensor, fixed.shape, mode=mode)
+        return tensor_to_image(warped, fixed, itk.template(image)[1][0])
 
     def GetITKTransform(self):
         """The compact export: an ``itk.CompositeTransform`` (double) equal to the map."""
-        return to_itk_transform(self.forward, self.fixed_geometry, self.moving_geometry)
+        return to_itk_transform(self.forward, *self._frames())
 
-    def GetDisplacementField(self):
-        """The map at the fixed voxels: physical displacements (mm) on the fixed grid, what
-        ANTs calls a warp (``itk.Image[itk.Vector[itk.D, D], D]``)."""
-        return displacement_field_image(self.forward, self.fixed_geometry, self.moving_geometry)
+    def GetDisplacementField(self, reference=None):
+        """The map at the fixed voxels (or ``reference``'s): physical displacements (mm) on
+        that grid, what ANTs calls a warp (``itk.Image[itk.Vector[itk.D, D], D]``)."""
+        return displacement_field_image(*self._on(reference))
 
-    def GetJacobianDeterminant(self):
-        """``det`` of the map's physical Jacobian at the fixed voxels, as an ``itk.Image[itk.F]``:
-        the moving volume per fixed volume, 1 where the map preserves volume, <= 0 where it
-        folds."""
-        shape = self.fixed_geometry.shape
+    def GetJacobianDeterminant(self, reference=None):
+        """``det`` of the map's physical Jacobian at the fixed voxels (or ``reference``'s), as
+        an ``itk.Image[itk.F]``: the moving volume per fixed volume, 1 where the map preserves
+        volume, <= 0 where it folds."""
+        value, fixed, moving = self._on(reference)
         with torch.no_grad():
-            unit = jacobian_determinant(self.forward.to(device="cpu", dtype=torch.float64), shape)
+            unit = jacobian_determinant(value.to(device="cpu", dtype=torch.float64), fixed.shape)
         # physical Jacobian = moving's unit->physical @ unit Jacobian @ fixed's physical->unit
-        scale = np.linalg.det(self.moving_geometry.unit_to_physical[:-1, :-1]) / np.linalg.det(
-            self.fixed_geometry.unit_to_physical[:-1, :-1]
+        scale = np.linalg.det(moving.unit_to_physical[:-1, :-1]) / np.linalg.det(
+            fixed.unit_to_physical[:-1, :-1]
         )
-        return tensor_to_image(unit * scale, self.fixed_geometry, itk.F)
+        return tensor_to_image(unit * scale, fixed, itk.F)
+
+    def _on(self, reference):
+        """``(forward, fixed, moving)`` with ``fixed`` the grid to work on."""
+        fixed, moving = self._reference(reference), self._frames()[1]
+        return self._forward_between(fixed, moving), fixed, moving
 
     def Write(self, path, inverse_path=None) -> None:
         """Write the map (and its inverse) as ITK transform files (``.h5``: ITK and
         ``antsApplyTransforms`` read it), both or neither."""
-        outputs = [(path, self.forward, self.fixed_geometry, self.moving_geometry)]
+        fixed, moving = self._frames()
+        outputs = [(path, self.forward, fixed, moving)]
         if inverse_path is not None:
-            outputs.append((inverse_path, self.backward, self.moving_geometry, self.fixed_geometry))
+            outputs.append((inverse_path, self.backward, moving, fixed))
         write_all(
             [
                 (target, _writer(write_transform, value, a, b), TRANSFORM_SUFFIXES)
@@ -131,26 +194,58 @@ class InverseConsistentTransform:
             ]
         )
 
-    def WriteDisplacementField(self, path) -> None:
-        """Write the map at the fixed voxels as a displacement-field image (an ANTs warp)."""
-        write_displacement_field(self.forward, path, self.fixed_geometry, self.moving_geometry)
+    def WriteDisplacementField(self, path, reference=None) -> None:
+        """Write the map at the fixed voxels (or ``reference``'s) as a displacement-field
+        image (an ANTs warp)."""
+        value, fixed, moving = self._on(reference)
+        write_displacement_field(value, path, fixed, moving)
 
-    def WriteTransformixParameters(self, path, field_path=None) -> None:
-        """Write the map as a transformix parameter file with its displacement field, so that
-        ``itk.transformix_filter`` (or ``transformix -tp``) applies it:
+    def WriteTransformixParameters(self, path, field_path=None, reference=None) -> None:
+        """Write the map as a transformix parameter file with its displacement field on the
+        fixed grid (or ``reference``'s), so that ``itk.transformix_filter`` (or
+        ``transformix -tp``) applies it:
         :func:`~itkdeepreg.interop.transformix.write_transformix_parameters`."""
-        write_transformix_parameters(
-            self.forward, path, self.fixed_geometry, self.moving_geometry, field_path
-        )
+        value, fixed, moving = self._on(reference)
+        write_transformix_parameters(value, path, fixed, moving, field_path)
 
     @classmethod
-    def Read(cls, path, fixed, moving, inverse_path=None) -> InverseConsistentTransform:
-        """Read a transform file written by :meth:`Write`, ITK or ANTs. Without
+    def Read(cls, path, fixed=None, moving=None, inverse_path=None) -> InverseConsistentTransform:
+        """Read a transform file written by :meth:`Write`, ITK or ANTs (a displacement-field
+        image too: an ANTs warp). The file is enough: without ``fixed`` and ``moving`` the map
+        is a physical one, and ``Warp`` and the Jacobian take a ``reference`` grid. Without
         ``inverse_path`` the inverse is computed (exact for affine maps, by fixed-point
         iteration for displacement fields)."""
-        forward = read_transform(path, fixed, moving)
-        backward = None if inverse_path is None else read_transform(inverse_path, moving, fixed)
+        forward = read_itk_transform(path)
+        backward = None if inverse_path is None else read_itk_transform(inverse_path)
+        return cls._of_itk(forward, backward, fixed, moving)
+
+    @classmethod
+    def _of_itk(cls, forward, backward=None, fixed=None, moving=None):
+        """The result of ITK transforms (fixed -> moving points, and back)."""
+        frame = _physical_frame(forward.GetInputSpaceDimension())
+        f, m = (frame if g is None else as_geometry(g) for g in (fixed, moving))
+        forward = from_itk_transform(forward, f, m)
+        backward = None if backward is None else from_itk_transform(backward, m, f)
         return cls(forward, backward, fixed, moving)
+
+
+def jacobian_determinant_image(transform, reference):
+    """``det`` of the physical Jacobian of ``transform`` (fixed -> moving points: a transform
+    file, ANTs warps included, an ITK transform, or an :class:`InverseConsistentTransform`) at
+    the voxels of ``reference`` (an ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`),
+    as an ``itk.Image[itk.F]``: central differences of the map between the voxels (one-sided
+    at the edges), exact for affine maps up to rounding. No moving image is needed."""
+    if isinstance(transform, (str, os.PathLike)):
+        transform = InverseConsistentTransform.Read(transform)
+    elif not isinstance(transform, InverseConsistentTransform):
+        transform = InverseConsistentTransform._of_itk(transform)
+    return transform.GetJacobianDeterminant(reference)
+
+
+def _physical_frame(dimension) -> ImageGeometry:
+    """A grid of 2 voxels an axis, 1 mm apart at the origin: its unit cube is physical space
+    (axes in tensor order), so maps between unknown images are held exactly."""
+    return ImageGeometry((2,) * dimension)
 
 
 def _writer(write, value, fixed, moving):

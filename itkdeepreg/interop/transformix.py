@@ -7,7 +7,7 @@ import os
 from ..files import write_all
 from ..parameter_files import PARAMETER_FILE_SUFFIXES, parameter_text, write_parameter_file
 from ..transforms import Transform
-from .transforms import FIELD_SUFFIXES, _geometries, write_displacement_field
+from .transforms import IMAGE_SUFFIXES, _geometries, write_displacement_field
 
 
 def write_transformix_parameters(transform: Transform, path, fixed, moving, field_path=None):
@@ -58,7 +58,7 @@ def transformix_outputs(transform: Transform, path, fixed, moving, field_path=No
         (
             field_path,
             lambda t: write_displacement_field(transform, t, fixed, moving),
-            FIELD_SUFFIXES,
+            IMAGE_SUFFIXES,
         ),
         (path, lambda t: write_parameter_file(values, t), PARAMETER_FILE_SUFFIXES),
     ]

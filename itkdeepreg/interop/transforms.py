@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..files import write_atomically
+from ..files import IMAGE_SUFFIXES, TRANSFORM_SUFFIXES, write_atomically
 from ..geometry import ImageGeometry
 from ..transforms import (
     Affine,
@@ -28,13 +28,18 @@ from ..transforms import (
     from_physical,
     to_physical,
 )
-from .images import as_geometry, itk_error_message, set_geometry
+from .images import (
+    as_geometry,
+    check_scalar_image,
+    itk_error_message,
+    set_geometry,
+    tensor_to_image,
+)
 
-TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
-FIELD_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")  # single-file formats: renamed whole
 _PROBES_PER_AXIS = 33
 _NATIVE_POINTS_PER_SLAB = 2**21
 _BSPLINE_POINTS = 2**20
+_MAX_LABELS = 4096  # more distinct values than this is surely not a label map
 
 
 def to_itk_transform(transform: Transform, fixed, moving):
@@ -121,9 +126,13 @@ def read_transform(path, fixed, moving) -> Transform:
 
 
 def read_itk_transform(path):
-    """The ITK transform of a transform file: its one transform, or its one composite."""
+    """The ITK transform of a transform file: its one transform, or its one composite; a
+    displacement-field image (an ANTs warp, ``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``) is read
+    as a ``DisplacementFieldTransform``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no transform file at {path}")
+    if str(path).lower().endswith(IMAGE_SUFFIXES):
+        return _read_field_transform(path)
     text = _text_parameters(path) if str(path).lower().endswith((".tfm", ".txt")) else None
     try:
         transforms = itk.transformread(os.fspath(path))
@@ -149,6 +158,35 @@ def read_itk_transform(path):
         if not (np.isfinite(values).all() and np.isfinite(part.GetFixedParameters()).all()):
             raise ValueError(f"{path}: its {part.GetNameOfClass()} holds NaN or infinite values")
     return transforms[0]
+
+
+def _read_field_transform(path):
+    """A displacement-field image file as a double ``DisplacementFieldTransform``."""
+    path = os.fspath(path)
+    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+    try:
+        if io is None:
+            raise RuntimeError("no image reader takes it")
+        io.SetFileName(path)
+        io.ReadImageInformation()
+        dimension = io.GetNumberOfDimensions()
+        # a VectorImage[D] reader: itk.imread wraps none for double vectors
+        reader = itk.ImageFileReader[itk.VectorImage[itk.D, dimension]].New(FileName=path)
+        reader.Update()
+    except (RuntimeError, KeyError) as error:
+        raise ValueError(
+            f"{path} is not an image ITK can read: {itk_error_message(error)}"
+        ) from None
+    image = reader.GetOutput()
+    vectors = itk.array_from_image(image)
+    if image.GetNumberOfComponentsPerPixel() != dimension:
+        raise ValueError(
+            f"{path} is not a displacement field: a {dimension}D image needs {dimension} "
+            "components per voxel"
+        )
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{path}: its displacement field holds NaN or infinite values")
+    return _field_transform(vectors, ImageGeometry.from_image(image))
 
 
 def _text_parameters(path) -> list[dict]:
@@ -230,7 +268,58 @@ def write_displacement_field(transform: Transform, path, fixed, moving) -> None:
         set_geometry(image, geometry)
         itk.imwrite(image, temporary)
 
-    write_atomically(path, write, FIELD_SUFFIXES)
+    write_atomically(path, write, IMAGE_SUFFIXES)
+
+
+def warp_labels(image, transform, reference):
+    """A label map resampled onto ``reference``'s grid, keeping its labels.
+
+    Each label's indicator is resampled linearly by ``itk.resample_image_filter`` through
+    ``transform`` (fixed -> moving points: an ITK transform, or an
+    :class:`~itkdeepreg.interop.InverseConsistentTransform`) and each voxel takes the most
+    probable label (ties: the smaller label); 0 outside ``image``. ``image``: a scalar
+    ``itk.Image``; ``reference``: an ``itk.Image`` or :class:`~itkdeepreg.geometry.ImageGeometry`.
+    The result has ``image``'s pixel type and only its values.
+    """
+    check_scalar_image(image, "the label image")
+    array = itk.array_view_from_image(image)
+    reference = _grid(reference)
+    warped = _warp_label_array(array, ImageGeometry.from_image(image), transform, reference)
+    return tensor_to_image(torch.from_numpy(warped), reference, itk.template(image)[1][0])
+
+
+def _warp_label_array(array, geometry, transform, reference) -> np.ndarray:
+    """:func:`warp_labels` of an array on ``geometry``, as an array on ``reference``."""
+    labels = np.unique(array)
+    if labels.size > _MAX_LABELS:
+        raise ValueError(f"the label image has {labels.size} distinct values; is it a label map?")
+    best = np.zeros(reference.shape)
+    result = np.zeros(reference.shape, dtype=array.dtype)
+    for label in labels:  # one ITK pass per label: memory stays at a few images
+        indicator = itk.image_from_array((array == label).astype(np.float64))
+        set_geometry(indicator, geometry)
+        probability = itk.array_from_image(
+            itk.resample_image_filter(
+                indicator,
+                transform=transform,
+                size=list(reference.size),
+                output_origin=reference.origin.tolist(),
+                output_spacing=reference.spacing.tolist(),
+                output_direction=itk.matrix_from_array(np.ascontiguousarray(reference.direction)),
+                default_pixel_value=0.0,
+            )
+        )
+        better = probability > best
+        best[better] = probability[better]
+        result[better] = label
+    return result
+
+
+def _grid(reference) -> ImageGeometry:
+    """The grid of an ``itk.Image`` of any pixel type (a vector image too), or a geometry."""
+    if isinstance(reference, ImageGeometry):
+        return reference
+    return ImageGeometry.from_image(reference)
 
 
 def _geometries(transform, fixed, moving):
