@@ -1,4 +1,4 @@
-"""Sampling tensors at unit-cube coordinates (DESIGN.md, idea 1).
+"""Sampling tensors at unit-cube coordinates (idea 1 of docs/architecture.md).
 
 Images are tensors ``[B, C, *shape]``; coordinates are tensors ``[B, D, *spatial]`` whose
 channel ``i`` is a position along tensor axis ``i`` in ``[0, 1]`` (voxel ``k`` of ``N`` at

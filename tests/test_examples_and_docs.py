@@ -1,11 +1,16 @@
 """The examples run, the documentation builds without warnings, and CI runs the README's lines."""
 
+import ast
+import html as html_lib
+import re
 import runpy
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +101,14 @@ def test_pipeline_example_mixes_elastix_and_our_parameter_files(tmp_path):
     }
 
 
-def test_documentation_builds_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory):
+    """The documentation, built once for the tests below: the process and its HTML folder.
+
+    The build runs the library to make its pictures (docs/_ext/pictures.py), unless
+    docs/_build/.pictures holds them for the same library, examples and maker.
+    """
+    html = tmp_path_factory.mktemp("html")
     result = subprocess.run(
         [
             sys.executable,
@@ -108,13 +120,111 @@ def test_documentation_builds_without_warnings(tmp_path):
             "-b",
             "html",
             str(ROOT / "docs"),
-            str(tmp_path),
+            str(html),
         ],
         capture_output=True,
         text=True,
+        check=False,
     )
+    return result, html
+
+
+def test_documentation_builds_without_warnings(built_docs):
+    result, html = built_docs
     assert result.returncode == 0, result.stderr
-    assert "to_itk_transform" in (tmp_path / "api.html").read_text()
+    assert "to_itk_transform" in (html / "api" / "interop.html").read_text()
+
+
+def _pictures(page: Path) -> list[Path]:
+    """The files that a page's img tags point to (relative to the page)."""
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page.read_text())
+    return [(page.parent / source).resolve() for source in sources]
+
+
+def test_gallery_and_getting_started_show_pictures_made_by_the_build(built_docs):
+    result, html = built_docs
+    assert result.returncode == 0, result.stderr
+    for page, names in (("gallery", ["itk_face"]), ("getting_started", ["demo-2d"])):
+        pictures = _pictures(html / f"{page}.html")
+        assert sorted(p.name.rsplit("-", 1)[0] for p in pictures) == names, pictures
+        for picture in pictures:
+            assert picture.is_file() and picture.is_relative_to(html), picture
+            assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", picture
+            assert picture.stat().st_size > 20_000, picture  # a figure, not a placeholder
+
+
+def test_gallery_lists_every_example_with_its_docstring(built_docs):
+    _, html = built_docs
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", (html / "gallery.html").read_text()))
+    text = text.translate(str.maketrans({"\u2019": "'", "\u201c": '"', "\u201d": '"'}))
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        assert f"examples/{example.name}" in text, example.name
+        summary = ast.get_docstring(ast.parse(example.read_text())).splitlines()[0]
+        assert summary.rstrip(".").replace("``", "") in text, summary
+
+
+def test_api_reference_opens_with_the_itk_face_and_shows_types(built_docs):
+    _, html = built_docs
+    api = (html / "api.html").read_text()
+    pages = [link for link in re.findall(r'href="(api/[^"#]+)"', api)]
+    assert pages[0] == "api/itk_face.html", pages
+    face = (html / "api" / "itk_face.html").read_text()
+    for name in (
+        "registration.DeepRegistrationMethod",
+        "registration.deep_registration_method",
+        "interop.inverse_consistent.InverseConsistentTransform",
+    ):
+        assert f'id="itkdeepreg.{name}"' in face, name
+    # annotations appear in signatures: a parameter with its type, a return type
+    assert re.search(r'class="sig-param">.*?<span class="pre">:</span>', face)
+    assert 'class="sig-return-typehint"' in face
+
+
+def test_getting_started_comes_first_and_every_page_is_reachable():
+    def toctree(page):
+        block = (ROOT / "docs" / page).read_text().split("```{toctree}")[1].split("```")[0]
+        return [line.strip() for line in block.splitlines() if line.strip()[:1] not in ("", ":")]
+
+    entries = toctree("index.md")
+    assert entries[:2] == ["getting_started", "gallery"], entries
+    pages = {p.stem for p in (ROOT / "docs").glob("*.md")} - {"index"}
+    assert pages <= set(entries), pages - set(entries)
+    api = toctree("api.md")
+    assert api[0] == "api/itk_face", api
+    assert {f"api/{p.stem}" for p in (ROOT / "docs" / "api").glob("*.md")} == set(api)
+
+
+def test_the_itk_face_methods_table_names_every_method():
+    from itkdeepreg.methods import method_names
+
+    page = (ROOT / "docs" / "itk_face.md").read_text()
+    table = page.split("## Methods")[1].split("\n\n| name |")[1].split("\n\n")[0]
+    named = set(
+        re.findall(r"`([^`]+)`", "\n".join(row.split("|")[1] for row in table.splitlines()[2:]))
+    )
+    assert set(method_names()) <= named, set(method_names()) - named
+
+
+def test_docs_state_the_python_version_that_pyproject_requires():
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    version = re.fullmatch(r">=\s*(\d+\.\d+)", requires.strip()).group(1)
+    for page in ("installation.md", "getting_started.md"):
+        text = (ROOT / "docs" / page).read_text()
+        assert f"Python {version} or newer" in text, page
+        stated = set(re.findall(r"Python (3\.\d+)", text))
+        assert stated == {version}, (page, stated)
+
+
+def test_no_reference_to_design_notes_outside_the_repository():
+    design = "DESIGN" + ".md"  # spelled apart, so that this file does not match itself
+    folders = ("itkdeepreg", "wrapping", "examples", "tests", "docs", "benchmarks", "tools")
+    files = [ROOT / "README.md"] + [
+        path
+        for folder in folders
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".md", ".toml", ".txt") and "_build" not in path.parts
+    ]
+    assert [str(path) for path in files if design in path.read_text(errors="replace")] == []
 
 
 def test_ci_runs_exactly_the_readme_quick_start():

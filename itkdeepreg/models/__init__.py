@@ -1,4 +1,4 @@
-"""Models as trees of registration steps (DESIGN.md, idea 3)."""
+"""Models as trees of registration steps (idea 3 of docs/architecture.md)."""
 
 from .inference import both_directions, register_pair
 from .steps import AffineStep, DisplacementStep, Downsample, TwoStep

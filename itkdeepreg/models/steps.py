@@ -1,8 +1,8 @@
 """Registration steps: modules that map a (moving, fixed) pair of images to a transform value.
 
 A step's transform maps the fixed image's unit cube to the moving image's, so that
-``transform.warp(moving)`` lies on ``fixed``. Steps nest into a tree (DESIGN.md, idea 3) and
-keep no per-call state. Attribute names are the published ones (``net``, ``netPhi``,
+``transform.warp(moving)`` lies on ``fixed``. Steps nest into a tree and keep no per-call state
+(idea 3 of docs/architecture.md). Attribute names are the published ones (``net``, ``netPhi``,
 ``netPsi``) so that published weights load by name.
 """
 

@@ -16,9 +16,9 @@ Coordinates. The published step that uses this matrix (``FunctionFromMatrix``, l
 ``Affine``) multiplies it with the homogeneous coordinates ``[x_0, ..., x_{D-1}, 1]`` of ICON's
 identity map and keeps the first ``D`` rows. ICON's identity map puts voxel ``k`` of an axis of
 size ``N`` at ``k/(N-1)`` and channel ``i`` is the coordinate along tensor axis ``i``: that is
-exactly itkdeepreg's unit-cube convention (DESIGN.md), so the published matrix is used as it is,
-with no reordering or rescaling, as an :class:`~itkdeepreg.transforms.Affine` mapping the fixed
-image's unit cube to the moving image's.
+exactly itkdeepreg's unit-cube convention ("The convention" in docs/architecture.md), so the
+published matrix is used as it is, with no reordering or rescaling, as an
+:class:`~itkdeepreg.transforms.Affine` mapping the fixed image's unit cube to the moving image's.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Optimization: registration by optimization, and instance optimization of network answers.
 
 Every function here minimises ``similarity + lambda * regularizer`` with Adam over some
-parameters (DESIGN.md, idea 4) and returns an :class:`OptimizationResult`: the forward and
-backward maps as transform values, and the objective at each step.
+parameters (idea 4 of docs/architecture.md) and returns an :class:`OptimizationResult`: the
+forward and backward maps as transform values, and the objective at each step.
 """
 
 from .affine import register_affine

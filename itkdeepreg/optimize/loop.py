@@ -1,7 +1,8 @@
 """What every optimization here shares: input checks, the image pyramid, the Adam loop, the result.
 
 Training, instance optimization and optimization-based registration all minimise
-``similarity + lambda * regularizer`` (DESIGN.md, idea 4); only the parameters differ.
+``similarity + lambda * regularizer`` (idea 4 of docs/architecture.md); only the parameters
+differ.
 """
 
 from __future__ import annotations

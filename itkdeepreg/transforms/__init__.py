@@ -1,4 +1,4 @@
-"""Transform values (DESIGN.md, idea 2): torch only, no ITK."""
+"""Transform values (idea 2 of docs/architecture.md): torch only, no ITK."""
 
 from .affine import Affine
 from .base import Transform, from_dict, load_transform

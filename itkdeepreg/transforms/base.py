@@ -14,7 +14,7 @@ _FORMAT = "itkdeepreg.transform/1"
 
 
 class Transform:
-    """A map from one unit cube to another, as a value (DESIGN.md, idea 2).
+    """A map from one unit cube to another, as a value (idea 2 of docs/architecture.md).
 
     ``transform(coords)`` maps coordinates ``[B, D, *spatial]`` (see :mod:`itkdeepreg.sampling`)
     to coordinates of the same shape. ``a @ b`` is the composition ``a(b(x))``.
