@@ -61,6 +61,16 @@ def test_itk_takes_a_result_where_it_takes_a_transform(tmp_path):
         assert np.allclose(written.TransformPoint(point), result.TransformPoint(point), atol=1e-6)
 
 
+def test_elastix_and_ants_steps_start_from_a_result():
+    from itkdeepreg.interop.classical import _check_initial
+
+    fixed, _, result = images(2)
+    initial = _check_initial(result, 2)  # what elastix_ and ants_registration hand on
+    for point in points_in(fixed):
+        assert np.allclose(initial.TransformPoint(point), result.TransformPoint(point), atol=1e-6)
+
+
+@pytest.mark.parametrize("dimension", [2, 3], ids=["2D", "3D"])
 def test_a_written_transform_is_read_from_the_file_alone(tmp_path, dimension):
     fixed, moving, result = images(dimension)
     result.Write(tmp_path / "t.h5")

@@ -274,9 +274,12 @@ def _check_type_of_transform(type_of_transform):
 
 
 def _check_initial(transform, dimension):
-    """A double ITK transform of ``dimension`` (float linear and field transforms are converted)."""
+    """A double ITK transform of ``dimension`` (float linear and field transforms are converted;
+    a result of ours, an ``InverseConsistentTransform``, gives its ITK export)."""
     if transform is None:
         return None
+    if hasattr(transform, "GetITKTransform"):
+        transform = transform.GetITKTransform()
     try:
         transform = itk.down_cast(transform)
         input_dimension = transform.GetInputSpaceDimension()
