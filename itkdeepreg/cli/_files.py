@@ -8,7 +8,6 @@ import os
 import sys
 
 import itk
-import numpy as np
 
 from ..files import IMAGE_SUFFIXES, TRANSFORM_SUFFIXES, temporary_name, unfinished_outputs
 from ..interop.images import check_scalar_image
@@ -148,26 +147,3 @@ def native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def resample(moving, values: np.ndarray, fixed, transform, interpolation="linear"):
-    """``values`` on the moving image's grid resampled onto the fixed grid by ITK (double
-    precision, 0 outside the moving image), as an array."""
-    image = itk.image_from_array(np.ascontiguousarray(values, dtype=np.float64))
-    image.CopyInformation(moving)
-    interpolator = {
-        "linear": itk.LinearInterpolateImageFunction,
-        "nearest": itk.NearestNeighborInterpolateImageFunction,
-    }[interpolation].New(image)
-    resampled = itk.resample_image_filter(
-        image,
-        transform=transform,
-        interpolator=interpolator,
-        size=itk.size(fixed),
-        output_origin=fixed.GetOrigin(),
-        output_spacing=fixed.GetSpacing(),
-        output_direction=fixed.GetDirection(),
-        output_start_index=fixed.GetLargestPossibleRegion().GetIndex(),
-        default_pixel_value=0.0,
-    )
-    return itk.array_from_image(resampled)

@@ -161,23 +161,21 @@ def io_iterations(text: str):
     """``None`` for the published "None" (no instance optimization), else an integer >= 0."""
     if text.strip().lower() == "none":
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of steps or None: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 or None, got {value}")
-    return value
+    return _whole_number(text, 0, "steps or None")
 
 
 def thread_count(text: str) -> int:
     """``--threads`` here and the elastix-like ``-threads``: a whole number >= 1."""
+    return _whole_number(text, 1, "threads")
+
+
+def _whole_number(text: str, low: int, noun: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of threads: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"not a number of {noun}: {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
 
 

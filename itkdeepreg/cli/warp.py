@@ -63,14 +63,13 @@ def chain_entry(value: str) -> tuple[str, bool]:
 
 def run(args) -> int:
     import itk
-    import numpy as np
     import torch
 
     from ..files import write_all
     from ..geometry import ImageGeometry
     from ..interop import tensor_to_image
-    from ..interop.transforms import warp_labels
-    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, resample, write_image
+    from ..interop.transforms import resample_array, warp_labels
+    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, write_image
 
     files = argparse.Namespace(**{**vars(args), "transform": [p for p, _ in args.transform]})
     check_outputs([("--out", args.out, IMAGE_SUFFIXES)], files)  # no output over a transform
@@ -90,13 +89,16 @@ def run(args) -> int:
     # antsApplyTransforms) read them, so it takes every transform ITK reads (B-splines, ANTs
     # composites, ...) with no conversion to our values and no inverse approximated (ITK
     # inverts linear ones exactly), and it checks our export independently of its writer.
+    reference = ImageGeometry.from_image(fixed)
     if args.interpolation == "label":  # the library's one label rule
-        image = warp_labels(moving, transform, ImageGeometry.from_image(fixed))
+        image = warp_labels(moving, transform, reference)
     else:
-        array = itk.array_view_from_image(moving).astype(np.float64)
-        warped = resample(moving, array, fixed, transform, args.interpolation)
+        array = itk.array_view_from_image(moving)
+        warped = resample_array(
+            array, ImageGeometry.from_image(moving), transform, reference, args.interpolation
+        )
         image = tensor_to_image(  # in the moving image's pixel type, on the fixed grid
-            torch.from_numpy(warped), ImageGeometry.from_image(fixed), itk.template(moving)[1][0]
+            torch.from_numpy(warped), reference, itk.template(moving)[1][0]
         )
     write_all([(args.out, lambda t: write_image(image, t), IMAGE_SUFFIXES)])
     return 0

@@ -23,8 +23,9 @@ Each diffeomorphism is the flow of a stationary velocity field, a sum of compone
 noise blurred by a Gaussian, scaled so that its largest vector is the component's amplitude),
 integrated with fourth-order Runge-Kutta; the inverse is the flow of the negated field. The
 blur widths are not wavelengths of a sinusoid: a 5 mm wavelength would be 2.5 voxels, at the
-grid's Nyquist limit, where no method could follow the motion. The fixed image is ``template o a`` and the moving image ``template o b
-o A`` (``A`` the affine offset, physical), so the true map from fixed to moving points is
+grid's Nyquist limit, where no method could follow the motion. The fixed image is
+``template o a`` and the moving image ``template o b o A`` (``A`` the affine offset,
+physical), so the true map from fixed to moving points is
 ``A^-1 o b^-1 o a``. Each image gets its own intensity changes: a gamma curve, a smooth
 multiplicative bias field and Gaussian noise.
 

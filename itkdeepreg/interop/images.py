@@ -29,15 +29,7 @@ def read_image(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         return _read_dicom_folder(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"cannot read {path}: no such file")
-    if not os.access(path, os.R_OK):
-        raise ValueError(f"cannot read {path}: permission denied")
-    _check_declared_size(path)
-    if path.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti(path)
-    elif path.lower().endswith(".gz"):
-        _check_stream(path, gzip.open)
+    check_image_file(path)
     try:
         image = itk.imread(path)
     except RuntimeError as error:
@@ -52,6 +44,21 @@ def read_image(path):
             f"{path} has {np.count_nonzero(~np.isfinite(array))} NaN or infinite voxels"
         )
     return image
+
+
+def check_image_file(path) -> None:
+    """What :func:`read_image` checks before ITK reads a file (any image file: a displacement
+    field too); a ``ValueError`` that says why not."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"cannot read {path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"cannot read {path}: permission denied")
+    _check_declared_size(path)
+    if path.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path)
+    elif path.lower().endswith(".gz"):
+        _check_stream(path, gzip.open)
 
 
 def _read_dicom_folder(path):
@@ -257,10 +264,18 @@ def set_geometry(image, geometry: ImageGeometry):
 
 
 def as_geometry(image_or_geometry) -> ImageGeometry:
-    """The geometry of an ``itk.Image``, or the argument itself if it is a geometry."""
+    """The geometry of an ``itk.Image`` (of any pixel type: a grid is a grid), or the argument
+    itself if it is a geometry."""
     if isinstance(image_or_geometry, ImageGeometry):
         return image_or_geometry
-    check_scalar_image(image_or_geometry)
+    try:
+        template = itk.template(image_or_geometry)[0]
+    except Exception:
+        template = None
+    if template not in (itk.Image, itk.VectorImage):
+        raise TypeError(
+            f"expected an itk.Image or an ImageGeometry, got {type(image_or_geometry).__name__}"
+        )
     return ImageGeometry.from_image(image_or_geometry)
 
 

@@ -16,7 +16,6 @@ from .images import as_geometry, image_to_tensor, tensor_to_image
 from .transformix import write_transformix_parameters
 from .transforms import (
     TRANSFORM_SUFFIXES,
-    _grid,
     _warp_label_array,
     displacement_field_image,
     from_itk_transform,
@@ -85,7 +84,7 @@ class InverseConsistentTransform:
     def _reference(self, reference) -> ImageGeometry:
         """The grid to work on: ``reference``, else the fixed image's."""
         if reference is not None:
-            return _grid(reference)
+            return as_geometry(reference)
         if self.fixed_geometry is None:
             raise ValueError(
                 "this transform was read without its fixed image: give reference= (an image "
@@ -139,7 +138,7 @@ class InverseConsistentTransform:
         if mode not in ("linear", "nearest", "label"):
             raise ValueError(f'mode must be "linear", "nearest" or "label", got {mode!r}')
         fixed = self._reference(reference)
-        own = _grid(image)
+        own = as_geometry(image)
         moving = own if self.moving_geometry is None else self.moving_geometry
         if own.shape != moving.shape:
             raise ValueError(f"the image has size {own.size}, the moving image {moving.size}")

@@ -30,6 +30,7 @@ from ..transforms import (
 )
 from .images import (
     as_geometry,
+    check_image_file,
     check_scalar_image,
     itk_error_message,
     set_geometry,
@@ -161,8 +162,10 @@ def read_itk_transform(path):
 
 
 def _read_field_transform(path):
-    """A displacement-field image file as a double ``DisplacementFieldTransform``."""
+    """A displacement-field image file as a double ``DisplacementFieldTransform``, through
+    the input gate's checks (a truncated NIfTI field would read as zeros)."""
     path = os.fspath(path)
+    check_image_file(path)
     io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
     try:
         if io is None:
@@ -283,9 +286,32 @@ def warp_labels(image, transform, reference):
     """
     check_scalar_image(image, "the label image")
     array = itk.array_view_from_image(image)
-    reference = _grid(reference)
+    reference = as_geometry(reference)
     warped = _warp_label_array(array, ImageGeometry.from_image(image), transform, reference)
     return tensor_to_image(torch.from_numpy(warped), reference, itk.template(image)[1][0])
+
+
+def resample_array(values, geometry, transform, reference, interpolation="linear"):
+    """``values`` (an array on ``geometry``) resampled by ITK through ``transform`` (fixed ->
+    moving points) onto the grid of ``reference`` (a geometry), in double precision, 0 outside
+    ``geometry``; ``interpolation``: ``"linear"`` or ``"nearest"``. An array."""
+    image = itk.image_from_array(np.ascontiguousarray(values, dtype=np.float64))
+    set_geometry(image, geometry)
+    interpolator = {
+        "linear": itk.LinearInterpolateImageFunction,
+        "nearest": itk.NearestNeighborInterpolateImageFunction,
+    }[interpolation].New(image)
+    resampled = itk.resample_image_filter(
+        image,
+        transform=transform,
+        interpolator=interpolator,
+        size=list(reference.size),
+        output_origin=reference.origin.tolist(),
+        output_spacing=reference.spacing.tolist(),
+        output_direction=itk.matrix_from_array(np.ascontiguousarray(reference.direction)),
+        default_pixel_value=0.0,
+    )
+    return itk.array_from_image(resampled)
 
 
 def _warp_label_array(array, geometry, transform, reference) -> np.ndarray:
@@ -296,30 +322,11 @@ def _warp_label_array(array, geometry, transform, reference) -> np.ndarray:
     best = np.zeros(reference.shape)
     result = np.zeros(reference.shape, dtype=array.dtype)
     for label in labels:  # one ITK pass per label: memory stays at a few images
-        indicator = itk.image_from_array((array == label).astype(np.float64))
-        set_geometry(indicator, geometry)
-        probability = itk.array_from_image(
-            itk.resample_image_filter(
-                indicator,
-                transform=transform,
-                size=list(reference.size),
-                output_origin=reference.origin.tolist(),
-                output_spacing=reference.spacing.tolist(),
-                output_direction=itk.matrix_from_array(np.ascontiguousarray(reference.direction)),
-                default_pixel_value=0.0,
-            )
-        )
+        probability = resample_array(array == label, geometry, transform, reference)
         better = probability > best
         best[better] = probability[better]
         result[better] = label
     return result
-
-
-def _grid(reference) -> ImageGeometry:
-    """The grid of an ``itk.Image`` of any pixel type (a vector image too), or a geometry."""
-    if isinstance(reference, ImageGeometry):
-        return reference
-    return ImageGeometry.from_image(reference)
 
 
 def _geometries(transform, fixed, moving):
