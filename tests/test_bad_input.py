@@ -177,7 +177,10 @@ def test_a_field_with_one_nan_vector_is_refused(image, tmp_path, capsys, command
             "line 4: not a list of finite numbers",
         ),
         (["Parameters: 1 0 0 0 1 0 0 0 1 5 0 0"], "needs 3 FixedParameters, the file gives none"),
-        (["Parameters: 1 0 0 0 1 0 0 0 1 5 0", "FixedParameters: 0 0 0"], "ITK can read"),
+        (
+            ["Parameters: 1 0 0 0 1 0 0 0 1 5 0", "FixedParameters: 0 0 0"],
+            "needs 12 Parameters, the file gives 11",
+        ),
         (
             ["Parameters: 1 0 0 0 1 0 0 0 1 5 0 nan", "FixedParameters: 0 0 0"],
             "line 4: not a list of finite",

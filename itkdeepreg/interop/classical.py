@@ -67,12 +67,12 @@ from .images import (
     tensor_to_image,
 )
 from .transforms import (
-    IMAGE_SUFFIXES,
     _affine_transform,
     _field_transform,
     _flatten,
     _linear_matrix,
     _probe_points,
+    read_itk_transform,
 )
 
 INSTALL_HINT = 'pip install "itkdeepreg[interop]"'
@@ -548,13 +548,11 @@ def _ants_image(ants, image, geometry_of, mask=False):
 
 def _read_ants_file(path, dimension) -> list:
     """The ITK transforms (queue order, double, in memory) of one file of ANTs' list."""
-    if str(path).endswith(IMAGE_SUFFIXES):
-        return [_copied_field(itk.imread(str(path)))]
-    parts = [part for transform in itk.transformread(str(path)) for part in _flatten(transform)]
+    parts = _flatten(read_itk_transform(path))  # double: the reader's, a warp image's copy
     for part in parts:
         if part.GetInputSpaceDimension() != dimension:
             raise ValueError(f"ANTs wrote a {part.GetInputSpaceDimension()}D transform to {path}")
-    return [_double(part) for part in parts]
+    return parts
 
 
 # ------------------------------------------------------------------------ images

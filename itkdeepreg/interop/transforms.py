@@ -28,6 +28,7 @@ from ..transforms import (
     from_physical,
     to_physical,
 )
+from . import transform_files
 from .images import (
     as_geometry,
     check_image_file,
@@ -129,36 +130,46 @@ def read_transform(path, fixed, moving) -> Transform:
 def read_itk_transform(path):
     """The ITK transform of a transform file: its one transform, or its one composite; a
     displacement-field image (an ANTs warp, ``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``) is read
-    as a ``DisplacementFieldTransform``."""
+    as a ``DisplacementFieldTransform``. Text and MATLAB files are read by
+    :mod:`~itkdeepreg.interop.transform_files` (ITK's reader costs seconds of module loading),
+    ``.h5`` files and classes it does not build by ITK's reader."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no transform file at {path}")
     if str(path).lower().endswith(IMAGE_SUFFIXES):
         return _read_field_transform(path)
-    text = _text_parameters(path) if str(path).lower().endswith((".tfm", ".txt")) else None
     try:
-        transforms = itk.transformread(os.fspath(path))
-    except RuntimeError as error:
+        records = transform_files.read_records(path)
+    except ValueError:
         if _looks_like_parameter_file(path):
+            raise _parameter_file_error(path) from None
+        raise
+    transforms = transform_files.build(path, records) if records is not None else None
+    if transforms is None:
+        try:
+            transforms = itk.transformread(os.fspath(path))
+        except RuntimeError as error:
+            if _looks_like_parameter_file(path):
+                raise _parameter_file_error(path) from None
             raise ValueError(
-                f"{path} is an elastix parameter file; give an ITK transform file "
-                "(.h5, .tfm, .txt, ANTs .mat)"
+                f"{path} is not a transform file ITK can read: {itk_error_message(error)}"
             ) from None
-        raise ValueError(
-            f"{path} is not a transform file ITK can read: {itk_error_message(error)}"
-        ) from None
     if len(transforms) != 1:
         raise ValueError(
             f"{path} holds {len(transforms)} transforms that are not in a CompositeTransform; "
             "their order of application is ambiguous"
         )
-    parts = _flatten(transforms[0])
-    if text:
-        _check_counts(path, text, parts)
-    for part in parts:
+    for part in _flatten(transforms[0]):
         values = itk.array_from_vnl_vector(part.GetParameters())
         if not (np.isfinite(values).all() and np.isfinite(part.GetFixedParameters()).all()):
             raise ValueError(f"{path}: its {part.GetNameOfClass()} holds NaN or infinite values")
     return transforms[0]
+
+
+def _parameter_file_error(path) -> ValueError:
+    return ValueError(
+        f"{path} is an elastix parameter file; give an ITK transform file "
+        "(.h5, .tfm, .txt, ANTs .mat)"
+    )
 
 
 def _read_field_transform(path):
@@ -190,41 +201,6 @@ def _read_field_transform(path):
     if not np.isfinite(vectors).all():
         raise ValueError(f"{path}: its displacement field holds NaN or infinite values")
     return _field_transform(vectors, ImageGeometry.from_image(image))
-
-
-def _text_parameters(path) -> list[dict]:
-    """The ``Parameters`` and ``FixedParameters`` of each transform of an ITK text transform
-    file but composites, as numbers: ITK reads a line it cannot parse, or none, as the
-    transform's defaults."""
-    blocks = []
-    with open(path, encoding="utf-8", errors="replace") as file:
-        for number, line in enumerate(file, 1):
-            key, _, values = (part.strip() for part in line.partition(":"))
-            if key == "Transform" and not values.startswith("Composite"):
-                blocks.append({})
-            elif key in ("Parameters", "FixedParameters") and blocks:
-                try:
-                    numbers = [float(v) for v in values.split()]
-                except ValueError:
-                    numbers = [math.nan]
-                if not all(map(math.isfinite, numbers)):
-                    raise ValueError(f"{path}, line {number}: not a list of finite numbers")
-                blocks[-1][key] = numbers
-    return blocks
-
-
-def _check_counts(path, blocks, parts) -> None:
-    for block, part in zip(blocks, parts):
-        for key, count in (
-            ("Parameters", part.GetNumberOfParameters()),
-            ("FixedParameters", part.GetNumberOfFixedParameters()),
-        ):
-            if len(block.get(key, ())) != count:
-                given = len(block[key]) if key in block else "none"
-                raise ValueError(
-                    f"{path}: its {part.GetNameOfClass()} needs {count} {key}, the file gives "
-                    f"{given}"
-                )
 
 
 def _looks_like_parameter_file(path) -> bool:
