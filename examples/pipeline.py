@@ -63,7 +63,7 @@ def main(output="."):
 
     fixed_labels = pair.fixed_labels[0, 0]
     before = itk.array_from_image(labels).astype(np.int64)
-    after = itk.array_from_image(transform.Warp(labels, "nearest")).astype(np.int64)
+    after = itk.array_from_image(transform.Warp(labels, "label")).astype(np.int64)
     dice_before, dice_after = (
         idr.losses.dice(torch.from_numpy(a), fixed_labels, [1, 2]).mean().item()
         for a in (before, after)
