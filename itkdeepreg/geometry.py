@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# How a model grid (say 175^3) is put on an image: its cells over the image's extent, as the
+# published networks' code does, or its corner voxels on the image's (ImageGeometry.placed)
+PLACEMENTS = ("extent", "corners")
+
 
 class ImageGeometry:
     """Size, origin, spacing and direction cosines of an image grid, as ITK defines them.
@@ -120,14 +124,56 @@ class ImageGeometry:
 
         The first and last voxel centres stay where they are; spacing changes per axis.
         """
-        size = tuple(reversed(tuple(int(n) for n in shape)))
-        if len(size) != self.dimension:
-            raise ValueError(f"shape {tuple(shape)} does not have {self.dimension} axes")
+        size = self._size_of(shape)
         old = np.asarray(self.size, dtype=np.float64)
         new = np.asarray(size, dtype=np.float64)
         return ImageGeometry(
             size, self.origin, self.spacing * (old - 1) / (new - 1), self.direction
         )
+
+    def placed_to_unit(self, shape, placement="extent") -> np.ndarray:
+        """Homogeneous matrix from the unit cube of a model grid of tensor shape ``shape``
+        placed on this image (see :data:`PLACEMENTS`) to this image's unit cube.
+
+        ``"corners"``: the identity, the model grid spans this image's unit cube (its first and
+        last voxel centres are the image's). ``"extent"``: the model grid's cells spread over
+        the image's extent, as the published code resizes (``F.interpolate(align_corners=
+        False)``): model voxel ``k`` of ``n`` sits at image index ``(k + 0.5) N / n - 0.5``.
+        """
+        model_size = self._size_of(shape)
+        d = self.dimension
+        matrix = np.eye(d + 1)
+        if placement == "corners":
+            return matrix
+        if placement != "extent":
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        for j, (image_voxels, model_voxels) in enumerate(zip(self.size, model_size)):
+            axis = d - 1 - j  # index axis j is tensor axis d-1-j
+            ratio = image_voxels / model_voxels
+            # image unit = index / (N-1) with index = (k + 0.5) N/n - 0.5, k = model unit (n-1)
+            matrix[axis, axis] = (model_voxels - 1) * ratio / (image_voxels - 1)
+            matrix[axis, d] = (0.5 * ratio - 0.5) / (image_voxels - 1)
+        return matrix
+
+    def placed(self, shape, placement="extent") -> ImageGeometry:
+        """The geometry of a model grid of tensor shape ``shape`` placed on this image:
+        :meth:`resized` for ``"corners"``; for ``"extent"`` (the published placement) spacing
+        ``N / n`` times the image's, first voxel at image index ``0.5 N / n - 0.5``."""
+        if placement == "corners":
+            return self.resized(shape)
+        model_size = self._size_of(shape)
+        unit_to_physical = self.unit_to_physical @ self.placed_to_unit(shape, placement)
+        ratio = np.asarray(self.size, dtype=np.float64) / np.asarray(model_size)
+        return ImageGeometry(
+            model_size, unit_to_physical[:-1, -1], self.spacing * ratio, self.direction
+        )
+
+    def _size_of(self, shape) -> tuple:
+        """ITK size (x, y, z) of a tensor shape, checked against this image's dimension."""
+        size = tuple(reversed(tuple(int(n) for n in shape)))
+        if len(size) != self.dimension:
+            raise ValueError(f"shape {tuple(shape)} does not have {self.dimension} axes")
+        return size
 
     def __eq__(self, other):
         return (

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 _MODES = {"linear": "bilinear", "nearest": "nearest"}
-_PADDINGS = ("border", "zeros")
+_PADDINGS = ("border", "zeros", "itk")
 
 
 def identity_grid(shape, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -23,9 +23,10 @@ def identity_grid(shape, dtype=torch.float32, device=None) -> torch.Tensor:
 def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="border"):
     """Values of ``volume [B, C, *shape]`` at ``coords [B, D, *spatial]``: ``[B, C, *spatial]``.
 
-    ``mode`` is ``"linear"`` or ``"nearest"``; ``padding`` is ``"border"`` (repeat the edge)
-    or ``"zeros"``. A batch of one on either side is broadcast to the other's batch. The
-    result is on the volume's device, in the wider of the two dtypes.
+    ``mode`` is ``"linear"`` or ``"nearest"``; ``padding`` is ``"border"`` (repeat the edge),
+    ``"zeros"``, or ``"itk"``: the edge repeated up to half a voxel beyond it and 0 further, as
+    ``itk.ResampleImageFilter`` reads an image. A batch of one on either side is broadcast to
+    the other's batch. The result is on the volume's device, in the wider of the two dtypes.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {sorted(_MODES)}, got {mode!r}")
@@ -39,8 +40,22 @@ def sample(volume: torch.Tensor, coords: torch.Tensor, mode="linear", padding="b
     dtype = dtype if dtype.is_floating_point else torch.float32
     volume = volume.to(dtype).expand(batch, *volume.shape[1:])
     coords = coords.to(device=volume.device, dtype=dtype).expand(batch, *coords.shape[1:])
-    values = grid_sample(volume, to_grid(coords), mode=_MODES[mode], padding_mode=padding)
-    return values.reshape(batch, volume.shape[1], *coords.shape[2:])
+    grid_padding = "border" if padding == "itk" else padding
+    values = grid_sample(volume, to_grid(coords), mode=_MODES[mode], padding_mode=grid_padding)
+    values = values.reshape(batch, volume.shape[1], *coords.shape[2:])
+    if padding == "itk":
+        values = values * within_half_voxel(coords, volume.shape[2:]).to(dtype)
+    return values
+
+
+def within_half_voxel(coords: torch.Tensor, shape) -> torch.Tensor:
+    """Where ``coords [B, D, *spatial]`` lie within half a voxel of a grid of ``shape`` (or on
+    it): ``[B, 1, *spatial]`` booleans. ITK reads images and displacement fields there, and
+    nothing beyond."""
+    half_voxel = torch.tensor(
+        [0.5 / (n - 1) for n in shape], dtype=coords.dtype, device=coords.device
+    ).reshape(1, -1, *[1] * (coords.dim() - 2))
+    return ((coords >= -half_voxel) & (coords <= 1 + half_voxel)).all(1, keepdim=True)
 
 
 def to_grid(coords: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,15 @@
 import itk
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import geometry_pair
 
 from itkdeepreg import ImageGeometry
+from itkdeepreg.geometry import PLACEMENTS
 from itkdeepreg.interop import set_geometry
+from itkdeepreg.sampling import identity_grid, sample
+from itkdeepreg.transforms import Affine
 
 
 def itk_image(geometry, start=None):
@@ -75,6 +80,44 @@ def test_resized_grid_covers_the_same_unit_cube(dimension):
     assert model.shape == (175,) * dimension
     np.testing.assert_allclose(model.unit_to_physical, geometry.unit_to_physical, atol=1e-10)
     assert not np.allclose(model.spacing, geometry.spacing)
+
+
+@pytest.mark.parametrize("model_shape", [(9, 5, 13), (40, 31, 20)], ids=["down", "up"])
+def test_the_extent_placement_samples_where_f_interpolate_does(model_shape):
+    """The published code resizes onto its grid with F.interpolate(align_corners=False): an
+    image sampled at the voxels of the grid placed by "extent" is that resize, both when the
+    grid is coarser than the image and when it is finer (where the edge is clamped)."""
+    geometry, _ = geometry_pair(3)
+    image = torch.rand(1, 1, *geometry.shape, dtype=torch.float64, generator=_generator())
+    placement = Affine(torch.from_numpy(geometry.placed_to_unit(model_shape, "extent")))
+    ours = sample(image, placement(identity_grid(model_shape, torch.float64)))
+    published = F.interpolate(image, size=model_shape, mode="trilinear", align_corners=False)
+    assert (ours - published).abs().max() < 1e-12
+
+
+def test_a_placed_grid_is_a_geometry_of_the_placement(dimension):
+    geometry, _ = geometry_pair(dimension)
+    shape = (175,) * dimension
+    for placement in PLACEMENTS:
+        model = geometry.placed(shape, placement)
+        assert model.shape == shape and np.array_equal(model.direction, geometry.direction)
+        np.testing.assert_allclose(
+            model.unit_to_physical,
+            geometry.unit_to_physical @ geometry.placed_to_unit(shape, placement),
+            atol=1e-10,
+        )
+    assert geometry.placed(shape, "corners") == geometry.resized(shape)
+    # "extent": the grid's cells tile the image's extent, a cell N/n voxels wide
+    extent = geometry.placed(shape, "extent")
+    np.testing.assert_allclose(
+        extent.spacing * 175, geometry.spacing * np.array(geometry.size), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="placement must be one of"):
+        geometry.placed_to_unit(shape, "centre")
+
+
+def _generator():
+    return torch.Generator().manual_seed(0)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from published_fixture import (
     MOVING_GRID,
     NETWORK_GRID,
     REFERENCE,
-    SHAPE,
     analytic_intensities,
     analytic_pair,
     displacement_in_voxels,
@@ -25,12 +24,12 @@ from itkdeepreg.losses import mind_ssc_loss, mse, ncc
 from itkdeepreg.transforms import Affine, Displacement
 from itkdeepreg.transforms.physical import to_physical
 from itkdeepreg.zoo import (
+    load_weights,
     preprocess,
     preprocess_gradicon_brain,
     preprocess_gradicon_lung,
     unigradicon_network,
 )
-from itkdeepreg.zoo import load_weights
 
 
 def test_given_the_same_weights_our_network_gives_the_published_maps_within_1e_5():
@@ -77,25 +76,17 @@ def test_our_similarity_gives_the_published_value(name, ours):
 
 
 def _published_cube(image: ImageGeometry, network_shape=NETWORK_GRID) -> Affine:
-    """The published network grid on an image, as a map of unit cubes, network -> image.
-
-    ``F.interpolate(align_corners=False)`` spreads the network grid's cells over the image's
-    extent: spacing ``N / n`` times the image's, first voxel at image index
-    ``0.5 N / n - 0.5``."""
-    ratio = np.array(image.size) / np.array(network_shape[::-1])
-    first = image.index_to_physical @ np.append(0.5 * ratio - 0.5, 1.0)
-    network = ImageGeometry(
-        network_shape[::-1], first[:-1], image.spacing * ratio, image.direction
-    )
-    return Affine(torch.from_numpy(image.physical_to_unit @ network.unit_to_physical))
+    """The published network grid on an image, as a map of unit cubes, network -> image: the
+    geometry's ``"extent"`` placement, which this test holds to the published export."""
+    return Affine(torch.from_numpy(image.placed_to_unit(network_shape, "extent")))
 
 
 def test_a_network_map_exported_lands_where_the_published_export_puts_it():
     """The same map of the network grid, exported between two images (one with flipped axes,
-    one oblique with other spacings) by us and by ``create_itk_transform``. Ours puts the
-    network grid's corners on the images' corner voxels, the published code its cells on the
-    images' extent: with that one difference put in, the two agree to 1e-3 mm; without it
-    they differ by less than half a voxel of the network grid (a voxel is 1.1 mm here)."""
+    one oblique with other spacings) by us and by ``create_itk_transform``. Placed as the
+    published code places it (cells over the images' extent), the two agree to 1e-3 mm;
+    placed corner to corner they differ by less than half a voxel of the network grid (a
+    voxel is 1.1 mm here)."""
     reference = np.load(REFERENCE)
     fixed, moving = ImageGeometry(**FIXED_GRID), ImageGeometry(**MOVING_GRID)
     network_map = Displacement(smooth_displacement())
@@ -107,8 +98,6 @@ def test_a_network_map_exported_lands_where_the_published_export_puts_it():
         ours = to_physical(transform, fixed, moving)(points)[0].T.numpy()
         return np.linalg.norm(ours - published, axis=1)
 
-    with_published_grid = (
-        _published_cube(moving) @ network_map @ _published_cube(fixed).inverse()
-    )
+    with_published_grid = _published_cube(moving) @ network_map @ _published_cube(fixed).inverse()
     assert distances(with_published_grid).max() < 1e-3
     assert distances(network_map).max() < 0.5 * 2.0 * 99 / 175

@@ -38,6 +38,11 @@ def test_sample_padding_and_modes():
     outside = torch.tensor([[[2.0], [0.0]]])  # far below the grid
     assert idr.sample(image, outside, padding="border").item() == 3.0
     assert idr.sample(image, outside, padding="zeros").item() == 0.0
+    assert idr.sample(image, outside, padding="itk").item() == 0.0
+    # ITK's rule: the edge repeated up to half a voxel beyond it (voxels are 1 apart here)
+    half_voxel_off = torch.tensor([[[1.45], [-0.45]]])
+    assert idr.sample(image, half_voxel_off, padding="itk").item() == 3.0
+    assert idr.sample(image, half_voxel_off, padding="zeros").item() < 3.0 * 0.6
     between = torch.tensor([[[0.4], [0.6]]])
     assert idr.sample(image, between, mode="nearest").item() == 2.0
     assert idr.sample(image, between).item() == pytest.approx(1 + 0.4 * 2 + 0.6)

@@ -149,6 +149,24 @@ def test_download_with_a_wrong_checksum_fails_and_leaves_nothing(server, tmp_pat
     assert list(cache.iterdir()) == []
 
 
+def test_a_failed_download_says_how_to_give_the_file_by_hand(server, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError) as raised:
+        fetch(WeightsSource(f"{server}/absent.trch", "absent.trch"), cache=cache, progress=False)
+    message = str(raised.value)
+    for needed in (
+        f"{server}/absent.trch",
+        "--weights FILE",
+        str(cache / "absent.trch"),
+        "sha256sum absent.trch > absent.trch.sha256",
+        "ITKDEEPREG_CACHE",
+    ):
+        assert needed in message, needed
+    pinned = WeightsSource(f"{server}/absent.trch", "absent.trch", "ab" * 32)
+    with pytest.raises(OSError, match=f"its SHA-256 must be {'ab' * 32}"):
+        fetch(pinned, cache=cache, progress=False)
+
+
 def test_a_corrupted_cached_file_is_refused(server, weights_file, tmp_path):
     path, _ = weights_file
     source = WeightsSource(

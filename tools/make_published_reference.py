@@ -3,6 +3,13 @@ what it gives, the reference that tests/test_published_parity.py holds ours to: 
 uniGradICON network's maps, the preprocessing recipes, three similarities, and the export of a
 network map to an ITK transform.
 
+With ``--end-to-end`` it runs the published ``unigradicon-register`` command instead, on a
+brain pair (``end_to_end_pair``: the bundled MNI T1 template, and the template moved rigidly
+onto an oblique, flipped, anisotropic grid) with ``seeded_weights`` given by its
+``--network_weights`` flag and no instance optimization (``--io_iterations None``), and stores
+``brain_points()``, the written transform's image of them, and the warped image at a few
+thousand voxels: tests/test_published_end_to_end.py holds ``itkdeepreg register`` to it.
+
 The published packages need a Python of their own (they want torchvision, which has no CPU
 build on PyPI); with the project installed, a side environment that sees it is enough:
 
@@ -10,13 +17,17 @@ build on PyPI); with the project installed, a side environment that sees it is e
     /tmp/published/bin/pip install --no-deps icon_registration==1.1.9 unigradicon==1.0.6 \
         footsteps girder_client blosc tensorboard
     /tmp/published/bin/python tools/make_published_reference.py
+    /tmp/published/bin/python tools/make_published_reference.py --end-to-end
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -36,18 +47,26 @@ from itkdeepreg.geometry import ImageGeometry  # noqa: E402
 from itkdeepreg.interop import tensor_to_image  # noqa: E402
 from itkdeepreg.sampling import identity_grid  # noqa: E402
 from published_fixture import (  # noqa: E402
+    END_TO_END,
     FIXED_GRID,
     MOVING_GRID,
     NETWORK_GRID,
     REFERENCE,
+    SEED,
     SHAPE,
     analytic_intensities,
     analytic_pair,
+    brain_points,
+    end_to_end_pair,
     fixed_points,
     sample_voxels,
     seeded_weights,
     smooth_displacement,
+    write_end_to_end_weights,
 )
+
+# voxels of the fixed grid where the end-to-end reference keeps the published warped image
+WARPED_SAMPLES = 4000
 
 
 def network_maps(weights: dict | None = None) -> dict:
@@ -119,17 +138,58 @@ def exported_map() -> dict:
     return {"exported": np.array(points)}
 
 
+def end_to_end() -> dict:
+    """``unigradicon-register`` on ``end_to_end_pair()`` with seeded weights: where its
+    transform file sends ``brain_points()``, and its warped image at ``WARPED_SAMPLES`` voxels."""
+    command = Path(sys.executable).parent / "unigradicon-register"
+    with tempfile.TemporaryDirectory(prefix="ugi_end_to_end_") as folder:
+        folder = Path(folder)
+        fixed, moving = end_to_end_pair(folder)
+        weights = folder / "weights.trch"
+        write_end_to_end_weights(weights)
+        transform, warped = folder / "transform.h5", folder / "warped.nii.gz"
+        start = time.perf_counter()
+        arguments = [
+            str(command), "--fixed", str(fixed), "--moving", str(moving),
+            "--fixed_modality", "mri", "--moving_modality", "mri",
+            "--network_weights", str(weights), "--io_iterations", "None",
+            "--transform_out", str(transform), "--warped_moving_out", str(warped),
+        ]  # fmt: skip
+        # without instance optimization it writes nothing else into the folder
+        subprocess.run(arguments, check=True, cwd=folder)
+        print(f"unigradicon-register took {time.perf_counter() - start:.0f} s")
+        published = itk.transformread(str(transform))[0]
+        points = brain_points()
+        mapped = np.array([published.TransformPoint([float(v) for v in p]) for p in points])
+        warped_array = itk.array_from_image(itk.imread(str(warped), itk.F))
+    moved = np.linalg.norm(mapped - points, axis=1)
+    print(f"points moved by {moved.mean():.2f} mm on average, {moved.max():.2f} at most")
+    rng = np.random.default_rng(SEED)
+    voxels = np.stack([rng.integers(0, n, WARPED_SAMPLES) for n in warped_array.shape], axis=1)
+    return {
+        "points": points,
+        "mapped": mapped,
+        "warped_voxels": voxels,  # (z, y, x) array indices of the fixed image
+        "warped": warped_array[tuple(voxels.T)],
+        "warped_range": np.float32(warped_array.max() - warped_array.min()),
+    }
+
+
 def main():
     torch.set_num_threads(2)
-    versions = [f"{p} {version(p)}" for p in ("icon_registration", "unigradicon", "torch")]
-    reference = {
-        **network_maps(), **preprocessed(), **similarities(), **exported_map(),
-        "versions": np.array(versions),
-    }
-    partial = REFERENCE.with_suffix(".partial.npz")  # the old reference stays until this is whole
-    np.savez_compressed(partial, **reference)
-    os.replace(partial, REFERENCE)
-    print(f"wrote {REFERENCE}")
+    packages = ("icon_registration", "unigradicon", "torch", "itk")
+    versions = {"versions": np.array([f"{p} {version(p)}" for p in packages])}
+    if sys.argv[1:] == ["--end-to-end"]:
+        path, reference = END_TO_END, end_to_end()
+    elif not sys.argv[1:]:
+        path = REFERENCE
+        reference = {**network_maps(), **preprocessed(), **similarities(), **exported_map()}
+    else:
+        raise SystemExit(f"usage: {sys.argv[0]} [--end-to-end]")
+    partial = path.with_suffix(".partial.npz")  # the old reference stays until this is whole
+    np.savez_compressed(partial, **reference, **versions)
+    os.replace(partial, path)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
 if __name__ == "__main__":

@@ -132,9 +132,11 @@ class InverseConsistentTransform:
     def Warp(self, image, mode="linear", reference=None):
         """``image`` (on the moving image's grid; on its own grid if the moving image is
         unknown) resampled onto the fixed image's grid (or ``reference``'s) through the map,
-        in its own pixel type. ``mode``: ``"linear"``, ``"nearest"``, or ``"label"`` for label
-        maps (:func:`~itkdeepreg.interop.transforms.warp_labels`: each label's indicator
-        interpolated linearly, the most probable label kept; only the image's values)."""
+        in its own pixel type, as ``itk.ResampleImageFilter`` resamples it (the edge repeated
+        up to half a voxel beyond it, 0 further). ``mode``: ``"linear"``, ``"nearest"``, or
+        ``"label"`` for label maps (:func:`~itkdeepreg.interop.transforms.warp_labels`: each
+        label's indicator interpolated linearly, the most probable label kept; only the
+        image's values)."""
         if mode not in ("linear", "nearest", "label"):
             raise ValueError(f'mode must be "linear", "nearest" or "label", got {mode!r}')
         fixed = self._reference(reference)
@@ -149,7 +151,8 @@ class InverseConsistentTransform:
             tensor = image_to_tensor(image)[0]
             with torch.no_grad():
                 value = self._forward_between(fixed, moving)
-                warped = value.warp(tensor, fixed.shape, mode=mode)
+                # ITK's rule at the moving image's edge: what resampling through the file gives
+                warped = value.warp(tensor, fixed.shape, mode=mode, padding="itk")
         return tensor_to_image(warped, fixed, itk.template(image)[1][0])
 
     def GetITKTransform(self):

@@ -12,12 +12,15 @@ def register_pair(
     model: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, inverse: bool = False
 ):
     """The model's transform from ``fixed``'s unit cube to ``moving``'s; with ``inverse``, the pair
-    ``(forward, inverse)`` computed in one batched pass.
+    ``(forward, inverse)``.
 
     The images are ``[1, C, *shape]`` on the model's grid, already preprocessed. The model runs
     in eval mode (BatchNorm keeps its statistics; its own mode is restored afterwards) under
-    ``torch.inference_mode``, on the device and in the dtype of its parameters. The transforms
-    hold ordinary tensors, so they can enter autograd later (instance optimization, say).
+    ``torch.inference_mode``, on the device and in the dtype of its parameters. The two
+    directions run one after the other: in eval mode a batch of two gives the same maps, and
+    would hold twice the activations at once (for uniGradICON at 175^3, gigabytes). The
+    transforms hold ordinary tensors, so they can enter autograd later (instance
+    optimization, say).
     """
     if moving.shape != fixed.shape or moving.dim() not in (4, 5) or moving.shape[0] != 1:
         raise ValueError(
@@ -27,7 +30,9 @@ def register_pair(
     parameter = next(model.parameters())
     moving, fixed = (x.to(parameter.device, parameter.dtype) for x in (moving, fixed))
     with evaluating(model), torch.inference_mode():
-        transform = both_directions(model, moving, fixed) if inverse else model(moving, fixed)
+        transform = model(moving, fixed)
+        if inverse:
+            transform = (transform, model(fixed, moving))
     # outside inference mode: ordinary tensors
     if inverse:
         return tuple(t.map_tensors(torch.clone) for t in transform)

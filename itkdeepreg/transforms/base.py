@@ -48,10 +48,10 @@ class Transform:
     def warp(self, image: torch.Tensor, shape=None, mode="linear", padding="zeros"):
         """``image [B, C, *shape]`` (on the range cube) sampled at this map of a grid of ``shape``.
 
-        ``shape`` defaults to the image's own. ``padding="zeros"`` gives 0 outside the image, as
-        ``itk.ResampleImageFilter`` does; within half a voxel of the edge it blends towards 0
-        where ITK repeats the edge. Integer images (label maps, with ``mode="nearest"``) are
-        sampled as floating point.
+        ``shape`` defaults to the image's own. ``padding="zeros"`` gives 0 outside the image;
+        within half a voxel of the edge it blends towards 0 where ITK repeats the edge, which
+        ``padding="itk"`` does as ``itk.ResampleImageFilter`` does. Integer images (label
+        maps, with ``mode="nearest"``) are sampled as floating point.
         """
         if image.dim() != self.dimension + 2:
             raise ValueError(

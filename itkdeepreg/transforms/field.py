@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ..sampling import from_grid, grid_sample, identity_grid, sample, to_grid, to_grid_vectors
+from ..sampling import (
+    from_grid,
+    grid_sample,
+    identity_grid,
+    sample,
+    to_grid,
+    to_grid_vectors,
+    within_half_voxel,
+)
 from .base import Transform
 from .composite import Composite, compose
 
@@ -58,13 +66,7 @@ class Displacement(Transform):
     def __call__(self, coords):
         displacement = _interpolate(self.displacement, coords)
         if self.outside == "itk":
-            shape = self.displacement.shape[2:]
-            half_voxel = torch.tensor(
-                [0.5 / (n - 1) for n in shape], dtype=coords.dtype, device=coords.device
-            )
-            half_voxel = half_voxel.reshape(1, -1, *[1] * (coords.dim() - 2))
-            inside = ((coords >= -half_voxel) & (coords <= 1 + half_voxel)).all(1, keepdim=True)
-            displacement = displacement * inside
+            displacement = displacement * within_half_voxel(coords, self.displacement.shape[2:])
         return coords + displacement
 
 

@@ -91,7 +91,7 @@ def fetch(source: WeightsSource, cache: Path | None = None, progress: bool = Tru
         try:
             response = urllib.request.urlopen(source.url, timeout=60)
         except (urllib.error.URLError, OSError) as error:
-            raise OSError(f"could not download {source.url}: {error}") from None
+            raise OSError(_how_to_supply(source, cache, error)) from None
         total = int(response.headers.get("Content-Length") or 0) or None
         with response, open(temporary, "wb") as file:
             bar = _progress(total, source.filename) if progress else None
@@ -120,6 +120,23 @@ def fetch(source: WeightsSource, cache: Path | None = None, progress: bool = Tru
         outputs.append((record, write_record, None))
     write_all(outputs)
     return path
+
+
+def _how_to_supply(source: WeightsSource, cache: Path, error) -> str:
+    """Why the weights could not be downloaded, and the two ways to give them by hand."""
+    reason = getattr(error, "reason", error)
+    record = (  # a file put in the cache by hand needs its checksum beside it (_check_cached)
+        f"with its checksum beside it (cd {cache} && sha256sum {source.filename} > "
+        f"{source.filename}.sha256)"
+        if source.sha256 is None
+        else f"(its SHA-256 must be {source.sha256})"
+    )
+    return (
+        f"could not download {source.url} ({reason}). Download it where you can and give it "
+        f"with --weights FILE (weights= in Python), or put it in the weights cache as "
+        f"{cache / source.filename} {record}; the cache is $ITKDEEPREG_CACHE, else "
+        "$XDG_CACHE_HOME/itkdeepreg, else ~/.cache/itkdeepreg"
+    )
 
 
 def _check_cached(path: Path, record: Path, pinned: str | None) -> None:
