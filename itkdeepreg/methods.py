@@ -25,6 +25,7 @@ import numbers
 import os
 import reprlib
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from . import losses
-from .geometry import ImageGeometry
+from .geometry import PLACEMENTS, ImageGeometry
 from .models import register_pair
 from .optimize import (
     OptimizationResult,
@@ -45,8 +46,8 @@ from .optimize import (
 from .optimize.affine import INITIALIZATIONS
 from .optimize.deformable import PARAMETERIZATIONS, REGULARIZERS
 from .optimize.nephi import SIMILARITIES as NEPHI_SIMILARITIES
-from .sampling import resample
-from .transforms import Transform, invert
+from .sampling import identity_grid, resample, sample
+from .transforms import Affine, Displacement, Transform, invert
 from .zoo import (
     OWN_MODELS,
     OWN_MODELS_FOLDER,
@@ -65,9 +66,11 @@ SIMILARITIES = losses.SIMILARITIES
 class Pair:
     """Two images ``[1, 1, *shape]`` (raw intensities) and their geometries.
 
-    ``*_mask``: where the similarity counts (non-zero inside), on its image's grid.
-    ``*_segmentation``: multiplies its image before registration, the published way of
-    registering only what a segmentation covers.
+    ``*_mask``: a region on its image's grid: where the similarity counts for the optimization
+    methods; a network uses masks as its options ``input_masking`` and ``loss_masking`` say.
+    ``*_segmentation``: a label map: a network's Dice term (``dice_weight``), or both, without
+    masks, the masks (the published, deprecated fallback); the optimization methods multiply
+    their image by it.
     """
 
     moving: torch.Tensor
@@ -532,6 +535,9 @@ nephi.option_rules = {
 }
 
 
+MAP_FORMS = ("field", "chain")  # a network's answer: held as written, or its exact chain
+
+
 class NetworkMethod:
     """A registration network on its grid, with the published preprocessing.
 
@@ -540,13 +546,28 @@ class NetworkMethod:
     :class:`~itkdeepreg.zoo.WeightsSource` (downloaded into the cache on first use), a path,
     or ``None`` to use the model as it is; ``modality``: the default of both images;
     ``preprocessing``: the network's published intensity recipe, ``preprocessing(image,
-    modality, segmentation)`` (uniGradICON's by default).
+    modality, segmentation)`` (uniGradICON's by default); ``placement``: how the grid is put
+    on each image by default (:data:`~itkdeepreg.geometry.PLACEMENTS`).
 
-    Each image is preprocessed for its modality (and masked by its segmentation), then
-    resampled onto ``shape``; the network gives both directions in one pass. Instance
-    optimization (``io_iterations`` > 0) refines them: ``io_kind="fields"`` optimises residual
-    fields on the network's answer (the path for a CPU), ``"weights"`` the network's weights,
-    as published. The model is loaded once per weights file and device, and never changed.
+    Each image is preprocessed for its modality (``ct_window``, ``quantile_range``; times its
+    mask with ``input_masking``), then resampled onto ``shape``; the network gives both
+    directions in one pass. Instance optimization (``io_iterations`` > 0) refines them:
+    ``io_kind="fields"`` optimises residual fields on the network's answer (the path for a
+    CPU), ``"weights"`` the network's weights, as published; both with the published terms
+    (``loss_masking``, ``dice_weight``, ``intensity_conservation``), and masks and
+    segmentations used by ``unigradicon-register``'s rules (docs/command_line.md). The model
+    is loaded once per weights file and device, and never changed.
+
+    Two options say how the answer relates to the images (docs/models.md):
+
+    - ``placement``: ``"extent"`` (the published networks' default) spreads the grid's cells
+      over each image's extent, as the published code resizes; ``"corners"`` puts the grid's
+      corner voxels on the image's corner voxels (how our training resamples, so the default
+      of trained folders). ``None``: the method's own.
+    - ``map_form``: ``"field"`` (default) holds each map as the published code writes it, one
+      displacement field sampled at the grid's voxels between the two placements (ITK's rule
+      off the grid); ``"chain"`` keeps the network's exact composition of its steps' fields
+      (a larger transform file). What is applied is, in either case, what is written.
     """
 
     option_rules: ClassVar[dict] = {
@@ -564,15 +585,49 @@ class NetworkMethod:
         "io_kind": one_of(("fields", "weights")),
         "similarity": similarity_of(SIMILARITIES),
         "learning_rate": Rule("be None or a number > 0", lambda v: v is None or POSITIVE.test(v)),
+        "placement": Rule(
+            f"be None or one of {', '.join(map(repr, PLACEMENTS))}",
+            lambda v: v is None or one_of(PLACEMENTS).test(v),
+        ),
+        "map_form": one_of(MAP_FORMS),
+        "input_masking": FLAG,
+        "loss_masking": FLAG,
+        "dice_weight": NON_NEGATIVE,
+        "intensity_conservation": FLAG,
+        "ct_window": Rule(
+            "be None or two numbers, the lower first (Hounsfield units)",
+            lambda v: v is None or _pair_of(v, lambda low, high: low < high),
+        ),
+        "quantile_range": Rule(
+            "be None or two quantiles from 0 to 1, the lower first",
+            lambda v: v is None or _pair_of(v, lambda low, high: 0 <= low < high <= 1),
+        ),
+        # a step in residual-field voxels: 2e-5, the published rate for weights, moves nothing
+        ("io_kind", "learning_rate"): Rule(
+            "be 'weights' for a learning rate below 1e-3 (with 'fields' it is a step in "
+            "voxels of the residual field)",
+            lambda kind, rate: kind == "weights" or rate is None or rate >= 1e-3,
+        ),
         **COMMON_RULES,
     }
 
-    def __init__(self, network, shape, weights=None, modality="mri", preprocessing=preprocess):
+    def __init__(
+        self,
+        network,
+        shape,
+        weights=None,
+        modality="mri",
+        preprocessing=preprocess,
+        placement="extent",
+    ):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.network = network
         self.shape = tuple(shape)
         self.weights = weights
         self.modality = modality
         self.preprocessing = preprocessing
+        self.placement = placement
 
     def __call__(
         self,
@@ -584,43 +639,90 @@ class NetworkMethod:
         io_kind="fields",
         similarity="lncc",
         learning_rate=None,
+        input_masking=False,
+        loss_masking=False,
+        dice_weight=0.0,
+        intensity_conservation=False,
+        ct_window=None,
+        quantile_range=None,
+        placement=None,
+        map_form="field",
         device=None,
         progress=True,
     ) -> OptimizationResult:
-        masked = pair.moving_mask is not None or pair.fixed_mask is not None
-        if masked and io_iterations and io_kind == "weights":
-            raise ValueError("masks restrict field-level instance optimization only")
+        modalities = {
+            "moving": moving_modality or self.modality,
+            "fixed": fixed_modality or self.modality,
+        }
+        _check_windows(modalities, ct_window, quantile_range, intensity_conservation)
+        masks, input_masking = _published_masks(pair, input_masking, loss_masking, dice_weight)
         if len(self.shape) != pair.fixed.dim() - 2:
             raise ValueError(
                 f"the network registers {len(self.shape)}D images, got {pair.fixed.dim() - 2}D"
             )
         device = torch.device(device) if device else pair.fixed.device
         model = self._model(weights if weights is not None else self.weights, device, progress)
+        # each side's model-grid cube -> its image's cube; None where they are one cube
+        placed = {
+            side: _placement(
+                getattr(pair, f"{side}_geometry"), self.shape, placement or self.placement
+            )
+            for side in ("moving", "fixed")
+        }
+        # only the windows given are passed: a network's own preprocessing may take neither
+        windows = {
+            name: tuple(value)
+            for name, value in (("ct_window", ct_window), ("quantile_range", quantile_range))
+            if value is not None
+        }
         moving, fixed = (
-            resample(
+            _onto_model_grid(
                 self.preprocessing(
-                    getattr(pair, side), modality or self.modality, segmentation
+                    getattr(pair, side),
+                    modalities[side],
+                    masks[side] if input_masking else None,
+                    **windows,
                 ),
                 self.shape,
+                placed[side],
             ).to(device)
-            for side, modality, segmentation in (
-                ("moving", moving_modality, pair.moving_segmentation),
-                ("fixed", fixed_modality, pair.fixed_segmentation),
-            )
+            for side in ("moving", "fixed")
         )
-        forward, backward = register_pair(model, moving, fixed, inverse=True)
-        if not io_iterations:
-            return OptimizationResult(forward, backward)
-        options = {"similarity": losses.named_similarity(similarity), "progress": progress}
-        if learning_rate is not None:
-            options["learning_rate"] = learning_rate
-        if io_kind == "weights":
-            return optimize_weights(model, moving, fixed, io_iterations, **options)
-        masks = {  # on the network's grid, as the images
-            name: None if mask is None else resample(mask.float(), self.shape, mode="nearest")
-            for name, mask in _masks(pair, device).items()
-        }
-        return optimize_fields(forward, backward, moving, fixed, io_iterations, **options, **masks)
+        result = OptimizationResult(*register_pair(model, moving, fixed, inverse=True))
+        if io_iterations:
+            options = {"similarity": losses.named_similarity(similarity), "progress": progress}
+            if learning_rate is not None:
+                options["learning_rate"] = learning_rate
+
+            def on_grid(image, side):  # a mask or label map on the network's grid
+                return _onto_model_grid(
+                    image.to(device, torch.float32).trunc(), self.shape, placed[side], "nearest"
+                )
+
+            terms = {"intensity_conservation": intensity_conservation}
+            for side in ("moving", "fixed") if loss_masking else ():
+                # the published similarity counts where the mask is non-zero
+                terms[f"{side}_mask"] = (on_grid(masks[side], side) != 0).float()
+            if dice_weight:
+                terms["dice_weight"] = dice_weight
+                for side in ("moving", "fixed"):
+                    labels = getattr(pair, f"{side}_segmentation")
+                    terms[f"{side}_labels"] = on_grid(labels, side)
+            if io_kind == "weights":
+                result = optimize_weights(model, moving, fixed, io_iterations, **options, **terms)
+            else:
+                result = optimize_fields(
+                    result.forward, result.backward, moving, fixed, io_iterations,
+                    **options, **terms,
+                )  # fmt: skip
+        forward, backward = result.forward, result.backward
+        if map_form == "field":  # as published: one field each, at the grid's voxels
+            forward, backward = (_held_on_grid(m, self.shape) for m in (forward, backward))
+        if placed["fixed"] is not None:  # from the images' cubes to the grid's and back
+            to_fixed, to_moving = placed["fixed"], placed["moving"]
+            forward = to_moving @ forward @ to_fixed.inverse()
+            backward = to_fixed @ backward @ to_moving.inverse()
+        return OptimizationResult(forward, backward, result.losses)
 
     def build(self, weights=None, progress=True) -> nn.Module:
         """A new model with ``weights`` (default: the method's own), on the CPU: what
@@ -637,6 +739,101 @@ class NetworkMethod:
         return _load(self.network, None, device)
 
 
+def _pair_of(value, test) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(_number(v, -math.inf) for v in value)
+        and test(*value)
+    )
+
+
+def _check_windows(modalities, ct_window, quantile_range, intensity_conservation):
+    """Refuse a window for a modality neither image has, and intensity conservation of
+    anything but two CTs (it takes -1000 HU, air, as no mass)."""
+    for option, value, modality in (
+        ("ct_window", ct_window, "ct"),
+        ("quantile_range", quantile_range, "mri"),
+    ):
+        if value is not None and modality not in modalities.values():
+            name = modality.upper()
+            raise ValueError(f"{option} scales {name} images, and neither image is {name}")
+    if intensity_conservation and set(modalities.values()) != {"ct"}:
+        raise ValueError(
+            "intensity_conservation needs two CT images (fixed and moving modality ct)"
+        )
+
+
+def _published_masks(pair, input_masking, loss_masking, dice_weight):
+    """The masks a network uses, by ``unigradicon-register``'s rules, and whether it masks its
+    inputs: ``({"moving": mask, "fixed": mask}, input_masking)``.
+
+    Masks are used only as ``input_masking`` and ``loss_masking`` say, and need both sides;
+    segmentations are the Dice term's labels. The published fallback, deprecated there: both
+    segmentations and no mask, no Dice term, and loss masking or no input masking: the
+    segmentations are the masks, and mask the inputs unless loss masking was asked.
+    """
+    masks = {"moving": pair.moving_mask, "fixed": pair.fixed_mask}
+    segmentations = {"moving": pair.moving_segmentation, "fixed": pair.fixed_segmentation}
+    have_masks = [m is not None for m in masks.values()]
+    have_segmentations = [s is not None for s in segmentations.values()]
+    if (
+        not any(have_masks)
+        and all(have_segmentations)
+        and not dice_weight
+        and (loss_masking or not input_masking)
+    ):
+        warnings.warn(
+            "segmentations used as masks (as unigradicon-register 1.0.6 does, deprecated "
+            "there): give masks for input or loss masking, and segmentations for the Dice term",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return segmentations, input_masking or not loss_masking
+    if (input_masking or loss_masking) and not all(have_masks):
+        raise ValueError("input masking and loss masking need both a fixed and a moving mask")
+    if dice_weight and not all(have_segmentations):
+        raise ValueError(
+            "the Dice term (dice_weight > 0) needs both a fixed and a moving segmentation"
+        )
+    if any(have_segmentations) and not dice_weight:
+        raise ValueError(
+            "a network takes segmentations for the Dice term (dice_weight > 0), or both as "
+            "masks (deprecated): give both, or give masks"
+        )
+    if any(have_masks) and not (input_masking or loss_masking):
+        warnings.warn(
+            "the masks are not used: a network masks with input_masking and loss_masking "
+            "(--input-masking, --loss-masking), as unigradicon-register does",
+            stacklevel=3,
+        )
+    return masks, input_masking
+
+
+def _placement(geometry: ImageGeometry, shape, placement) -> Affine | None:
+    """The model grid's unit cube -> the image's (``ImageGeometry.placed_to_unit``); ``None``
+    where they are the same cube."""
+    if placement == "corners":
+        return None
+    return Affine(torch.from_numpy(geometry.placed_to_unit(shape, placement)))
+
+
+def _onto_model_grid(image, shape, placement: Affine | None, mode="linear"):
+    """``image`` at the voxels of the model grid placed on it (border values beyond its edge,
+    as ``F.interpolate`` gives them)."""
+    if placement is None:
+        return resample(image, shape, mode=mode)
+    grid = identity_grid(shape, dtype=torch.float64, device=image.device)
+    return sample(image, placement(grid).to(image.dtype), mode=mode, padding="border")
+
+
+def _held_on_grid(transform: Transform, shape) -> Displacement:
+    """``transform`` sampled at the voxels of a grid of ``shape``, one displacement field read
+    by ITK's rule off the grid: what the published code writes of a network's map."""
+    with torch.no_grad():
+        return Displacement(transform.as_displacement(shape).displacement, outside="itk")
+
+
 @functools.lru_cache(maxsize=2)
 def _load(network, weights, device):
     """A model (a copy of a given one) with its weights, ``(path, mtime)``, on ``device``;
@@ -645,6 +842,12 @@ def _load(network, weights, device):
     if weights is not None:
         W.load_weights(model, weights[0])
     return model.to(device)
+
+
+def models_loaded() -> int:
+    """How many models this process has built and loaded: a batch's worker loads a network
+    once, for all its pairs (docs/batch.md)."""
+    return _load.cache_info().misses
 
 
 def trained_method(folder) -> NetworkMethod:
@@ -670,10 +873,17 @@ def _trained_method(config, weights, config_time) -> NetworkMethod:
         raise ValueError(f"{config} is not a training run's configuration ({error})") from None
     if method:  # fine-tuned: the network it started from, with the new weights
         tuned = get_method(method)
-        return NetworkMethod(
-            tuned.network, tuned.shape, weights, modality or tuned.modality, tuned.preprocessing
+        return NetworkMethod(  # trained on images resampled corner to corner
+            tuned.network,
+            tuned.shape,
+            weights,
+            modality or tuned.modality,
+            tuned.preprocessing,
+            placement="corners",
         )
-    return NetworkMethod(functools.partial(network_from_config, model), shape, weights, modality)
+    return NetworkMethod(
+        functools.partial(network_from_config, model), shape, weights, modality, placement="corners"
+    )
 
 
 for _transform in ("translation", "rigid", "affine"):

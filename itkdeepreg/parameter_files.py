@@ -7,9 +7,10 @@ or transformix file into a :class:`ParameterMap` that remembers the line of ever
 error found later still names its line.
 
 A file with ``(Registration "DeepRegistration")`` is one of our registration steps;
-:func:`step_options` checks it against :data:`STEP_KEYS` and gives the keyword options of a
-registration method, and :func:`step_parameters` is its reverse. Any other file is an elastix
-map: :func:`check_elastix_map` checks its keys against those elastix reads. Only the standard
+:func:`step_options` checks it against :data:`STEP_KEYS` (the table of options of
+:mod:`itkdeepreg.options`, which the ITK face's setters and the command's flags share) and
+gives the keyword options of a registration method, and :func:`step_parameters` is its
+reverse. Any other file is an elastix map: :func:`check_elastix_map` checks its keys against those elastix reads. Only the standard
 library is used here: the module imports without torch or ITK.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import write_atomically
+from .options import OPTIONS, InvalidValue, Option, read_values
 
 PARAMETER_FILE_SUFFIXES = (".txt",)
 STEP_MARKER = "DeepRegistration"
@@ -221,148 +223,45 @@ def _format_value(key, value) -> str:
 # ------------------------------------------------------------------------- our step's options
 
 
-class _Invalid(Exception):
-    """A value a key does not take; the message follows the key's name."""
-
-
-@dataclass(frozen=True)
-class _StepKey:
-    """A key of our steps, the keyword option it sets, and the values it takes.
-
-    ``kind`` is ``"choice"`` (``rule`` maps the names written in files to the option's values;
-    a name is read in any case, ``_`` ignored), ``"int"``, ``"float"`` or ``"number"`` (an int
-    where the text is one, else a float; ``rule`` is the bound, ``"> 0"`` or ``">= 1"``),
-    ``"bool"``, or ``"str"`` (``rule``: ``None``, or a pattern the text must match and how to
-    say it). ``many``: one value or more, as a tuple, rather than exactly one.
-    """
-
-    key: str
-    option: str
-    kind: str
-    rule: object = None
-    many: bool = False
-
-
-_MODALITIES = {"CT": "ct", "MRI": "mri"}
-_IO_KINDS = {"Fields": "fields", "Weights": "weights"}
-_PARAMETERIZATIONS = {"Velocity": "velocity", "Displacement": "displacement"}
-# the options of Metric and Regularization are the keys of itkdeepreg.methods.SIMILARITIES and
-# itkdeepreg.optimize.deformable.REGULARIZERS (a test checks; they are not imported: torch)
-_METRICS = {
-    "LNCC": "lncc",
-    "SquaredLNCC": "squared_lncc",
-    "MIND": "mind",
-    "NCC": "ncc",
-    "MSE": "mse",
-    "MutualInformation": "mutual_information",
-    "NGF": "ngf",
-}
-_REGULARIZERS = {
+# the table of options (itkdeepreg.options) gives every key but these three: Model names the
+# method, and Regularization with RegularizationWeight make one option, a dict of weights
+_MODEL = Option("Model", "method", "str")
+_REGULARIZERS = {  # the names of itkdeepreg.optimize.deformable.REGULARIZERS (a test checks)
     "Diffusion": "diffusion",
     "BendingEnergy": "bending_energy",
     "GradICON": "gradicon",
     "ICON": "icon",
 }
-_DEVICE = (r"cpu|cuda(:\d+)?", '"cpu", "cuda" or "cuda:N"')
+_REGULARIZATION = Option("Regularization", "regularization", "choice", _REGULARIZERS, many=True)
+_WEIGHT = Option("RegularizationWeight", "regularization", "float", ">= 0", many=True)
 
-STEP_KEYS = {
-    spec.key: spec
-    for spec in [
-        _StepKey("Model", "method", "str"),
-        _StepKey("FixedModality", "fixed_modality", "choice", _MODALITIES),
-        _StepKey("MovingModality", "moving_modality", "choice", _MODALITIES),
-        _StepKey("InstanceOptimizationIterations", "io_iterations", "int", ">= 0"),
-        _StepKey("InstanceOptimization", "io_kind", "choice", _IO_KINDS),
-        _StepKey("Metric", "similarity", "choice", _METRICS),
-        _StepKey("Weights", "weights", "str"),
-        _StepKey("Device", "device", "str", _DEVICE),
-        _StepKey("MaximumNumberOfIterations", "iterations", "int", ">= 1", many=True),
-        _StepKey("ImagePyramidSchedule", "levels", "number", ">= 1", many=True),
-        _StepKey("Transform", "parameterization", "choice", _PARAMETERIZATIONS),
-        _StepKey("Symmetric", "symmetric", "bool"),
-        _StepKey("Multimodal", "multimodal", "bool"),
-        _StepKey("LearningRate", "learning_rate", "float", "> 0"),
-    ]
-}
-"""Our step's keys, except ``Registration`` (the marker) and ``Regularization`` with
-``RegularizationWeight`` (together the ``regularization`` option, a dict of weights by name)."""
+STEP_KEYS = {_MODEL.key: _MODEL, **{spec.key: spec for spec in OPTIONS}}
+"""Our step's keys: ``Model`` and the table :data:`itkdeepreg.options.OPTIONS`; besides them,
+``Registration`` (the marker) and ``Regularization`` with ``RegularizationWeight`` (together
+the ``regularization`` option, a dict of weights by name).
 
-_REGULARIZATION = _StepKey("Regularization", "regularization", "choice", _REGULARIZERS, many=True)
-_WEIGHT = _StepKey("RegularizationWeight", "regularization", "float", ">= 0", many=True)
+:meta hide-value:
+"""
+
 _ALL_KEYS = ["Registration", *STEP_KEYS, _REGULARIZATION.key, _WEIGHT.key]
 
 
-def _parse(spec: _StepKey, values: tuple[str, ...]):
-    """The option value of ``spec.key``'s values, or :class:`_Invalid`."""
-    if not spec.many:
-        if len(values) != 1:
-            raise _Invalid(f"takes one value, got {len(values)}")
-        return _read(spec, values[0])
-    if not values:
-        noun = {"int": "integers", "choice": "names"}.get(spec.kind, "numbers")
-        raise _Invalid(f"takes one or more {noun}")
-    return tuple(_read(spec, text) for text in values)
-
-
-def _read(spec: _StepKey, text: str):
-    """The option value of one value of ``spec.key``, or :class:`_Invalid`."""
-    kind, rule = spec.kind, spec.rule
-    if kind == "choice":
-        by_normal = {_normal(name): option for name, option in rule.items()}
-        if _normal(text) not in by_normal:
-            quoted = [f'"{name}"' for name in rule]
-            raise _Invalid(f'takes {", ".join(quoted[:-1])} or {quoted[-1]}, not "{text}"')
-        return by_normal[_normal(text)]
-    if kind == "bool":
-        if text.lower() not in ("true", "false"):
-            raise _Invalid(f'takes "true" or "false", not "{text}"')
-        return text.lower() == "true"
-    if kind == "str":
-        if rule is not None and not re.fullmatch(rule[0], text):
-            raise _Invalid(f'takes {rule[1]}, not "{text}"')
-        return text
-    whole = re.fullmatch(r"[+-]?\d+", text)
-    if kind == "int":
-        if not whole:
-            raise _Invalid(f'takes integers, not "{text}"')
-        if not _meets(int(text), rule):
-            raise _Invalid(f"takes integers {rule}, not {int(text)}")
-        return int(text)
-    try:
-        number = int(text) if whole and kind == "number" else float(text)
-    except ValueError:
-        raise _Invalid(f'takes numbers, not "{text}"') from None
-    if not math.isfinite(number) or not _meets(number, rule):
-        raise _Invalid(f"takes numbers {rule}, not {text}")
-    return number
-
-
-def _normal(name: str) -> str:
-    return name.lower().replace("_", "")
-
-
-def _meets(number, bound: str) -> bool:
-    """Whether ``number`` is within ``bound``, ``"> 0"`` or ``">= 1"``."""
-    relation, limit = bound.split()
-    return number > float(limit) if relation == ">" else number >= float(limit)
-
-
-def _write(spec: _StepKey, value) -> tuple:
-    """The values to write for the option value ``value``, or :class:`_Invalid`."""
+def _write(spec: Option, value) -> tuple:
+    """The values to write for the option value ``value``, or :class:`InvalidValue`."""
     if spec.kind == "choice":
         names = {option: name for name, option in spec.rule.items()}
         if value not in names:
-            raise _Invalid(f"takes {' or '.join(map(repr, names))}, not {value!r}")
+            raise InvalidValue(f"takes {' or '.join(map(repr, names))}, not {value!r}")
         return (names[value],)
     if spec.kind == "bool" and not isinstance(value, bool):
-        raise _Invalid(f"takes True or False, not {value!r}")
+        raise InvalidValue(f"takes True or False, not {value!r}")
     if spec.kind == "str":
         if spec.rule is not None:
             value = str(value)  # a torch.device prints as "cuda:0"
         elif isinstance(value, os.PathLike):
             value = os.fspath(value)
         if not isinstance(value, str):
-            raise _Invalid(f"takes a string, not {value!r}")
+            raise InvalidValue(f"takes a string, not {value!r}")
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
         return (value,)
     return tuple(value)
@@ -422,8 +321,11 @@ def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepO
             lines["Registration"],
             'this step names no method: add a (Model "...") entry, e.g. (Model "unigradicon")',
         )
-    options = {s.option: _option(parameter_map, s) for s in STEP_KEYS.values() if s.key in values}
-    option_lines = {s.option: lines[s.key] for s in STEP_KEYS.values() if s.key in values}
+    given = [s for s in STEP_KEYS.values() if s.key in values]
+    options = {s.option: _option(parameter_map, s) for s in given}
+    # a published None (InstanceOptimizationIterations "None") leaves the method's default
+    options = {option: value for option, value in options.items() if value is not None}
+    option_lines = {s.option: lines[s.key] for s in given if s.option in options}
     method = options.pop("method")
     if method not in methods:
         known = ", ".join(f'"{m}"' for m in sorted(methods))
@@ -444,11 +346,11 @@ def step_options(parameter_map: ParameterMap, methods: Collection[str]) -> StepO
     return StepOptions(method, options, option_lines, path)
 
 
-def _option(parameter_map: ParameterMap, spec: _StepKey):
+def _option(parameter_map: ParameterMap, spec: Option):
     """The option value of ``spec.key`` in ``parameter_map``, or an error at its line."""
     try:
-        return _parse(spec, parameter_map.values[spec.key])
-    except _Invalid as error:
+        return read_values(spec, parameter_map.values[spec.key])
+    except InvalidValue as error:
         line = parameter_map.lines[spec.key]
         raise _error(parameter_map.path, line, f"{spec.key} {error}") from None
 
@@ -520,14 +422,14 @@ def step_parameters(method: str, **options) -> dict[str, tuple]:
     return entries
 
 
-def _checked(spec: _StepKey, value) -> tuple:
+def _checked(spec: Option, value) -> tuple:
     """The values to write for ``value``, checked by reading their text back as
     :func:`step_options` will."""
     try:
         written = _write(spec, value)
         text = parameter_text({spec.key: written}) if written else ""
-        _parse(spec, parse_parameter_text(text).values.get(spec.key, ()))
-    except (_Invalid, TypeError, ValueError) as error:
+        read_values(spec, parse_parameter_text(text).values.get(spec.key, ()))
+    except (InvalidValue, TypeError, ValueError) as error:
         raise ValueError(f"{spec.option}={value!r}: {spec.key} {error}") from None
     return written
 

@@ -22,20 +22,10 @@ from .interop import (
 from .interop.classical import _check_threads, _itk_threads
 from .interop.images import check_same_grid
 from .methods import Pair, check_options, run_method, takes_option
+from .options import BY_OPTION, OPTIONS, InvalidValue, read_text
 
 DEFAULT_METHOD = "unigradicon"
 
-# setter name -> the option of the registration method it sets
-_OPTIONS = {
-    "FixedModality": "fixed_modality",
-    "MovingModality": "moving_modality",
-    "Metric": "similarity",
-    "Multimodal": "multimodal",
-    "InstanceOptimizationIterations": "io_iterations",
-    "InstanceOptimization": "io_kind",
-    "Weights": "weights",
-    "Device": "device",
-}
 _INPUTS = (
     "FixedImage",
     "MovingImage",
@@ -51,21 +41,29 @@ class DeepRegistrationMethod:
     """Registers a moving image onto a fixed image with a network or by optimization.
 
     Inputs: ``SetFixedImage``, ``SetMovingImage`` (scalar ``itk.Image``, 2D or 3D, any pixel
-    type), ``SetFixedMask``/``SetMovingMask`` (where the similarity counts),
-    ``SetFixedSegmentation``/``SetMovingSegmentation`` (multiply the image before
-    registration, the published input masking), ``SetInitialTransform`` (any ITK transform
+    type), ``SetFixedMask``/``SetMovingMask`` (where the similarity counts; a network uses
+    masks as ``SetInputMasking`` and ``SetLossMasking`` say),
+    ``SetFixedSegmentation``/``SetMovingSegmentation`` (label maps: a network's Dice term,
+    ``SetDiceWeight``; the optimization methods multiply the image by them),
+    ``SetInitialTransform`` (any ITK transform
     from fixed to moving physical points: an elastix or ANTs affine, a composite).
 
     The method: ``SetMethod`` (a name of :func:`~itkdeepreg.methods.method_names`, or a
-    callable method; ``SetModel`` is the same, for network users), and its options:
-    ``SetFixedModality``/``SetMovingModality`` (``"ct"``, ``"mri"``), ``SetMetric``
-    (``"lncc"``, ``"squared_lncc"``, ``"mind"``, ``"ncc"``, ``"mse"``,
-    ``"mutual_information"``, ``"ngf"``), ``SetMultimodal`` (``affine-deformable``: images of
-    different contrasts), ``SetInstanceOptimizationIterations``,
-    ``SetInstanceOptimization`` (``"fields"`` or ``"weights"``), ``SetWeights`` (a weights
-    file), ``SetDevice``, and ``SetMethodOptions`` for any other option of the method. An
-    option the method does not take is refused by ``Update``, by name. Similarity names are
-    taken in any case (``"LNCC"`` is ``"lncc"``). ``SetNumberOfThreads``: torch's and ITK's
+    callable method; ``SetModel`` is the same, for network users), and its options, one setter
+    and getter per entry of the table of options (:data:`itkdeepreg.options.OPTIONS`, whose
+    keys parameter files and the command's flags share): ``SetFixedModality``/
+    ``SetMovingModality`` (``"ct"``, ``"mri"``), ``SetMetric`` (``"lncc"``,
+    ``"squared_lncc"``, ``"mind"``, ``"ncc"``, ``"mse"``, ``"mutual_information"``, ``"ngf"``),
+    ``SetMultimodal``, ``SetInstanceOptimizationIterations``, ``SetInstanceOptimization``
+    (``"fields"`` or ``"weights"``), ``SetWeights`` (a weights file), ``SetCTWindow``,
+    ``SetQuantileRange``, ``SetInputMasking``, ``SetLossMasking``, ``SetDiceWeight``,
+    ``SetIntensityConservation`` (``unigradicon-register``'s options), ``SetDevice``,
+    ``SetMaximumNumberOfIterations``, ``SetImagePyramidSchedule``, ``SetParameterization``
+    (the key ``Transform``: ``GetTransform`` is the result), ``SetSymmetric`` and
+    ``SetLearningRate``; ``SetMethodOptions`` for any option by keyword. Text is read as a
+    parameter file reads it (``"LNCC"`` and ``"SquaredLNCC"`` are ``"lncc"`` and
+    ``"squared_lncc"``), and ``None`` leaves the method's default. An option the method does
+    not take is refused by ``Update``, by name. ``SetNumberOfThreads``: torch's and ITK's
     thread counts during ``Update`` (restored afterwards; ``None``, the default, leaves them).
 
     ``Update()`` registers; ``GetOutput()`` is the moving image warped into the fixed
@@ -100,6 +98,8 @@ class DeepRegistrationMethod:
         method = cls()
         for name, value in kwargs.items():
             setter = "Set" + "".join(word.capitalize() for word in name.split("_"))
+            if not hasattr(method, setter):  # an acronym: ct_window= calls SetCTWindow
+                setter = next((n for n in dir(cls) if n.lower() == setter.lower()), setter)
             if not hasattr(method, setter):
                 raise TypeError(f"DeepRegistrationMethod has no {setter} for the keyword {name}")
             getattr(method, setter)(value)
@@ -117,8 +117,26 @@ class DeepRegistrationMethod:
     GetModel = GetMethod
 
     def SetMethodOptions(self, options: dict) -> None:
-        """Options of the method beyond the named setters (``iterations``, ``levels``, ...)."""
-        self._options.update(options)
+        """Options of the method by keyword, those beyond the table of options
+        (:mod:`itkdeepreg.options`: ``smoothing``, ``seed``, ...) and those in it, read as
+        their setters read them."""
+        for option, value in options.items():
+            self._set_option(option, value)
+
+    def _set_option(self, option, value) -> None:
+        """The one place an option is set. Text for an option of the table is read as a
+        parameter file reads it (``"LNCC"`` and ``"lncc"`` are ``"lncc"``); text it does not
+        read stays as given, for the method's own check to name (or take: nephi's
+        ``"patch_ncc"``). ``None``, given or read (the published ``"None"``), leaves the
+        method's default."""
+        spec = BY_OPTION.get(option)
+        if spec is not None and isinstance(value, str):
+            with contextlib.suppress(InvalidValue):
+                value = read_text(spec, value)
+        if value is None:
+            self._options.pop(option, None)
+        else:
+            self._options[option] = value
         self._modified()
 
     def GetMethodOptions(self) -> dict:
@@ -220,14 +238,15 @@ def _input_accessors(name):
     return setter, getter
 
 
-def _option_accessors(option):
+def _option_accessors(spec):
     def setter(self, value):
-        self._options[option] = value
-        self._modified()
+        self._set_option(spec.option, value)
 
     def getter(self):
-        return self._options.get(option)
+        return self._options.get(spec.option)
 
+    setter.__doc__ = f"{spec.help} (the option {spec.option}; None: the method's default)."
+    getter.__doc__ = f"The option {spec.option}, or None where the method's default holds."
     return setter, getter
 
 
@@ -235,10 +254,14 @@ for _name in _INPUTS:
     _setter, _getter = _input_accessors(_name)
     setattr(DeepRegistrationMethod, f"Set{_name}", _setter)
     setattr(DeepRegistrationMethod, f"Get{_name}", _getter)
-for _name, _option in _OPTIONS.items():
-    _setter, _getter = _option_accessors(_option)
-    setattr(DeepRegistrationMethod, f"Set{_name}", _setter)
-    setattr(DeepRegistrationMethod, f"Get{_name}", _getter)
+for _spec in OPTIONS:  # the table of options: one setter and getter per entry
+    for _prefix, _accessor in zip(("Set", "Get"), _option_accessors(_spec)):
+        _accessor_name = _prefix + _spec.accessor_name
+        if hasattr(DeepRegistrationMethod, _accessor_name):  # Transform: GetTransform
+            raise TypeError(
+                f"the option {_spec.key} would replace {_accessor_name}: give it an accessor"
+            )
+        setattr(DeepRegistrationMethod, _accessor_name, _accessor)
 
 
 @contextlib.contextmanager

@@ -150,7 +150,7 @@ def test_initial_transform_is_where_the_registration_starts(files, tmp_path):
     arguments = ["register", "--fixed", paths["fixed"], "--moving", paths["moving"]]
     arguments += ["--method", "deformable", "--initial-transform", str(tmp_path / "initial.tfm")]
     arguments += ["--option", "iterations=(1,)", "--option", "levels=(1,)", "--quiet"]
-    assert main([*arguments, "--option", "learning_rate=1e-9", "--transform-out", str(out)]) == 0
+    assert main([*arguments, "--learning-rate", "1e-9", "--transform-out", str(out)]) == 0
     read = InverseConsistentTransform.Read(
         str(out), itk.imread(paths["fixed"]), itk.imread(paths["moving"])
     )

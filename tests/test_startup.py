@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+from itkdeepreg import options
 from itkdeepreg.cli import register
 
 # a process where importing torch or ITK raises, then the command
@@ -39,8 +40,8 @@ def test_help_version_and_usage_errors_need_neither_torch_nor_itk():
     for arguments, words in (
         (["register", "--fixed", "f.nii"], "the following arguments are required"),
         (["register", "--fixed", "f", "--moving", "m", "--method", "nope"], "unknown method"),
-        (["register", "--fixed", "f", "--moving", "m", "--metric", "Lnc"], "unknown metric"),
-        (["register", "--fixed", "f", "--moving", "m", "--device", "gpu"], "not a torch device"),
+        (["register", "--fixed", "f", "--moving", "m", "--metric", "Lnc"], 'not "Lnc"'),
+        (["register", "--fixed", "f", "--moving", "m", "--device", "gpu"], 'not "gpu"'),
         (["warp", "--fixed", "f"], "the following arguments are required"),
         ([], "give a command"),
     ):
@@ -56,7 +57,7 @@ def test_the_command_knows_the_registry_s_names_without_importing_it():
     from itkdeepreg.registration import DEFAULT_METHOD
 
     assert tuple(method_names()) == register.METHODS
-    assert tuple(SIMILARITIES) == register.METRICS
+    assert tuple(SIMILARITIES) == tuple(options.METRICS.values())
     assert DEFAULT_METHOD == register.DEFAULT_METHOD
 
 

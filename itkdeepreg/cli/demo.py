@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
+from ..options import BY_KEY
 from ._base import text
-from .register import device_name
+from .register import value_reader
 
 
 def add_parser(commands) -> None:
@@ -28,7 +29,7 @@ def add_parser(commands) -> None:
         help="the output folder, created if missing (default: itkdeepreg-demo)",
     )
     p.add_argument("--dimension", type=int, choices=(2, 3), default=3, help="3D or one slice")
-    p.add_argument("--device", type=device_name, help="cpu, cuda, ...")
+    p.add_argument("--device", type=value_reader(BY_KEY["Device"]), help="cpu, cuda, ...")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import re
+import time
 
+from ..options import OPTIONS, InvalidValue, read_value
 from ._base import CommandError, UsageError, text
 
 # the registry's names, known here without importing it (torch): a test keeps them equal
@@ -16,8 +17,6 @@ METHODS = (
     "unigradicon",
 )  # fmt: skip
 DEFAULT_METHOD = "unigradicon"
-METRICS = ("lncc", "squared_lncc", "mind", "ncc", "mse", "mutual_information", "ngf")
-PUBLISHED_METRICS = {"lncc2": "squared_lncc"}  # unigradicon-register --io_sim names
 LINEAR_METHODS = ("translation", "rigid", "affine")
 
 
@@ -32,10 +31,15 @@ def add_parser(commands) -> None:
             "optimization), through itk.DeepRegistrationMethod. Give at least one output; "
             "every output is checked before the registration, and they are written all or "
             "none.",
-            "The flags of the published unigradicon-register work too: --fixed_modality, "
-            "--moving_modality, --fixed_segmentation, --moving_segmentation, --transform_out, "
-            "--warped_moving_out, --io_iterations (None: no instance optimization), --io_sim "
-            "(lncc, lncc2, mind) and --model.",
+            "Every flag of the published unigradicon-register 1.0.6 works too, with its "
+            "meaning (docs/command_line.md): --fixed_modality, --moving_modality, "
+            "--fixed_mask, --moving_mask, --input_masking, --loss_function_masking, "
+            "--fixed_segmentation, --moving_segmentation, --dice_loss_weight, "
+            "--intensity_conservation_loss, --ct_window, --quantile_range, --transform_out, "
+            "--warped_moving_out, --io_iterations (None: no instance optimization), --io_lr, "
+            "--io_sim (lncc, lncc2, mind), --network_weights and --model. Our defaults "
+            "differ: no instance optimization unless asked, and of residual fields unless "
+            "--io-kind weights.",
         ),
         epilog=(
             "example:\n"
@@ -51,14 +55,19 @@ def add_parser(commands) -> None:
     for side in ("fixed", "moving"):
         inputs.add_argument(
             f"--{side}-mask",
+            f"--{side}_mask",
             metavar="IMAGE",
-            help=f"where the similarity counts (non-zero inside), on the {side} image's grid",
+            help=f"the {side} image's mask, on its grid: where the similarity counts "
+            "(optimization methods); a network uses it as --input-masking and "
+            "--loss-masking say",
         )
         inputs.add_argument(
             f"--{side}-segmentation",
             f"--{side}_segmentation",
             metavar="IMAGE",
-            help=f"multiplies the {side} image before registration (the published masking)",
+            help=f"the {side} image's label map: a network's Dice term (--dice-weight), or "
+            "with the other and no masks, both as masks (deprecated, as published); "
+            "optimization methods: multiplies the image",
         )
     inputs.add_argument(
         "--initial-transform",
@@ -74,45 +83,7 @@ def add_parser(commands) -> None:
         metavar="NAME",
         help=f"one of {names} (default: {DEFAULT_METHOD})",
     )
-    for side in ("fixed", "moving"):
-        method.add_argument(
-            f"--{side}-modality",
-            f"--{side}_modality",
-            type=str.lower,
-            choices=("ct", "mri"),
-            help=f"the {side} image's modality: the networks' preprocessing",
-        )
-    method.add_argument(
-        "--metric",
-        "--io_sim",
-        type=metric_name,
-        metavar="NAME",
-        help=f"the similarity: {', '.join(METRICS)} (lncc2 is squared_lncc)",
-    )
-    method.add_argument(
-        "--io-iterations",
-        "--io_iterations",
-        type=io_iterations,
-        metavar="N",
-        help="instance optimization steps after a network; 'None' (any method): none",
-    )
-    method.add_argument(
-        "--io-kind",
-        choices=("fields", "weights"),
-        help="instance optimization of residual fields (fit for a CPU) or of the network's "
-        "weights (as published)",
-    )
-    method.add_argument("--weights", metavar="FILE", help="a local weights file for a network")
-    method.add_argument("--device", type=device_name, help="cpu, cuda, cuda:1, ...")
-    method.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        type=option,
-        metavar="KEY=VALUE",
-        help="any other option of the method, repeatable; the value is a Python literal or a "
-        'string: --option "iterations=(50,50,10)" --option symmetric=True',
-    )
+    add_method_options(method)
     method.add_argument(
         "--threads",
         type=thread_count,
@@ -145,23 +116,79 @@ def add_parser(commands) -> None:
     outputs.add_argument(
         "--jacobian-out", metavar="IMAGE", help="the Jacobian determinant on the fixed grid"
     )
+    outputs.add_argument(
+        "--report",
+        metavar="FILE",
+        help="the quality figures of itkdeepreg batch (.json or .csv): NCC before and after, "
+        "%% folds, SD of the log Jacobian determinant, inverse consistency (mm), flags",
+    )
     p.set_defaults(run=run)
 
 
-def metric_name(text: str) -> str:
-    name = PUBLISHED_METRICS.get(text.lower(), text.lower())
-    if name not in METRICS:
-        raise argparse.ArgumentTypeError(
-            f"unknown metric {text!r}; known: {', '.join(METRICS)} (and lncc2)"
-        )
-    return name
+def add_method_options(group) -> None:
+    """The flags of a method's options, ``register``'s and ``batch``'s: one per entry of the
+    table of options that has flags (itkdeepreg.options), and ``--option`` for the rest."""
+    for spec in OPTIONS:  # the table's options that have flags
+        if spec.flags and spec.kind == "bool":  # given: true, as the published switches
+            group.add_argument(*spec.flags, action="store_const", const=True, help=spec.help)
+        elif spec.flags:
+            group.add_argument(
+                *spec.flags,
+                type=value_reader(spec),
+                nargs=(spec.count or "+") if spec.many else None,
+                metavar=spec.metavar,
+                help=flag_help(spec),
+                action=PublishedZero,
+            )
+    group.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=option,
+        metavar="KEY=VALUE",
+        help="any other option of the method, repeatable; the value is a Python literal or a "
+        'string: --option "iterations=(50,50,10)" --option symmetric=True',
+    )
 
 
-def io_iterations(text: str):
-    """``None`` for the published "None" (no instance optimization), else an integer >= 0."""
-    if text.strip().lower() == "none":
-        return None
-    return _whole_number(text, 0, "steps or None")
+class PublishedZero(argparse.Action):
+    """Stores a flag's value, and refuses ``--io_iterations 0`` as unigradicon-register does
+    (its None is no instance optimization; our ``--io-iterations 0`` is none too)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == "--io_iterations" and values == 0:
+            raise argparse.ArgumentError(
+                self, "0: unigradicon-register refuses 0; None is no instance optimization"
+            )
+        setattr(namespace, self.dest, values)
+
+
+def value_reader(spec):
+    """The type of ``spec``'s flags: a value read as a parameter file reads it."""
+
+    def read(text: str):
+        try:
+            return read_value(spec, text)
+        except InvalidValue as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    read.__name__ = spec.option  # argparse names the type in some errors
+    return read
+
+
+def flag_dest(spec) -> str:
+    """Where argparse puts the value of ``spec``'s flags: ``--io-iterations`` in
+    ``args.io_iterations``."""
+    return spec.flags[0].removeprefix("--").replace("-", "_")
+
+
+def flag_help(spec) -> str:
+    """A flag's help: the table's line, and the names a choice takes where the metavar does
+    not show them, with the published spellings."""
+    if spec.kind != "choice" or spec.metavar.startswith("{"):
+        return spec.help
+    published = "".join(f" ({name} is {value})" for name, value in spec.aliases.items())
+    return f"{spec.help}: {', '.join(spec.rule.values())}{published}"
 
 
 def thread_count(text: str) -> int:
@@ -177,13 +204,6 @@ def _whole_number(text: str, low: int, noun: str) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
-
-
-def device_name(text: str) -> str:
-    """A torch device's name; whether it is here is asked when the command runs."""
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}")
-    return text
 
 
 def check_device(name: str) -> None:
@@ -211,37 +231,24 @@ def option(text: str) -> tuple:
         return key, value.strip()
 
 
-# register's flags that set an option of the method: (argument, flag, option)
-NAMED_OPTIONS = (
-    ("fixed_modality", "--fixed-modality", "fixed_modality"),
-    ("moving_modality", "--moving-modality", "moving_modality"),
-    ("metric", "--metric", "similarity"),
-    ("io_iterations", "--io-iterations", "io_iterations"),
-    ("io_kind", "--io-kind", "io_kind"),
-    ("weights", "--weights", "weights"),
-    ("device", "--device", "device"),
-)
-
-
 def run(args) -> int:
-    from ..files import IMAGE_SUFFIXES, TRANSFORM_SUFFIXES
-
     method = checked_method(args.method)
-    outputs = [
-        (flag, path, suffixes)
-        for flag, path, suffixes in (
-            ("--transform-out", args.transform_out, TRANSFORM_SUFFIXES),
-            ("--inverse-out", args.inverse_out, TRANSFORM_SUFFIXES),
-            ("--warped-out", args.warped_out, IMAGE_SUFFIXES),
-            ("--field-out", args.field_out, IMAGE_SUFFIXES),
-            ("--jacobian-out", args.jacobian_out, IMAGE_SUFFIXES),
+    outputs = [  # (flag, path, kind of itkdeepreg.cli._outputs)
+        (flag, path, kind)
+        for flag, path, kind in (
+            ("--transform-out", args.transform_out, "transform"),
+            ("--inverse-out", args.inverse_out, "inverse"),
+            ("--warped-out", args.warped_out, "warped"),
+            ("--field-out", args.field_out, "field"),
+            ("--jacobian-out", args.jacobian_out, "jacobian"),
+            ("--report", args.report, "report"),
         )
         if path is not None
     ]
     if not outputs:
         raise UsageError(
             "register writes nothing: give at least one of --transform-out, --inverse-out, "
-            "--warped-out, --field-out, --jacobian-out"
+            "--warped-out, --field-out, --jacobian-out, --report"
         )
     for flag, path, _ in outputs[:2]:
         if path.lower().endswith(".mat") and method not in LINEAR_METHODS:
@@ -251,14 +258,17 @@ def run(args) -> int:
             )
     # the command line is right: from here on the command needs torch and ITK
     from ..files import write_all
+    from ..quality import flags, quality_figures
     from ..registration import DeepRegistrationMethod, number_of_threads
     from ..zoo.weights import sha256_of
-    from ._files import check_outputs, read_image, read_itk_transform, require_file, write_image
+    from ._files import check_outputs, read_image, read_itk_transform, require_file
+    from ._outputs import OUTPUTS, output_writers
 
     if args.device is not None:
         check_device(args.device)
     options = register_options(args, method)
-    check_outputs(outputs, args)
+    outputs = [(flag, path, OUTPUTS[kind][1], kind) for flag, path, kind in outputs]
+    check_outputs([output[:3] for output in outputs], args)
     if "weights" in options:
         require_file(options["weights"], "--weights")
         # so a user can pin the file they trust (a published download is checked by fetch)
@@ -281,20 +291,32 @@ def run(args) -> int:
     registration.SetShowProgress(not args.quiet)
     registration.SetMethodOptions(options)
     with number_of_threads(args.threads):  # the outputs are computed too (fields, Jacobians)
+        start = time.perf_counter()
         try:
             registration.Update()
         except (ValueError, TypeError) as error:
             raise CommandError(f"{method}: {error}") from None
         transform = registration.GetTransform()
-
-        writers = {
-            "--transform-out": transform.Write,
-            "--inverse-out": lambda t: transform.GetInverseTransform().Write(t),
-            "--warped-out": lambda t: write_image(registration.GetOutput(), t),
-            "--field-out": transform.WriteDisplacementField,
-            "--jacobian-out": lambda t: write_image(transform.GetJacobianDeterminant(), t),
-        }
-        write_all([(path, writers[flag], suffixes) for flag, path, suffixes in outputs])
+        report = None
+        if args.report is not None:  # the figures of a batch's report.json, for one pair
+            figures = quality_figures(
+                fixed,
+                moving,
+                transform,
+                inputs.get("initial_transform"),
+                "ncc",
+                mask=inputs.get("fixed_mask"),
+            )
+            report = {
+                "fixed": args.fixed,
+                "moving": args.moving,
+                "method": method,
+                **figures,
+                "seconds": time.perf_counter() - start,
+                "flags": flags(figures, "ncc"),
+            }
+        writers = output_writers(transform, registration.GetOutput(), report)
+        write_all([(path, writers[kind], suffixes) for _, path, suffixes, kind in outputs])
     return 0
 
 
@@ -315,22 +337,25 @@ def register_options(args, method) -> dict:
     takes = method_options(method)
     known = ", ".join(sorted(takes - {"progress"})) if takes is not None else "any option"
     options = {}
-    for argument, flag, option in NAMED_OPTIONS:
-        value = getattr(args, argument)
+    flags = {"progress": "--quiet"}
+    for spec in OPTIONS:
+        if not spec.flags:
+            continue
+        flag, option = spec.flags[0], spec.option
+        flags[option] = flag
+        value = getattr(args, flag_dest(spec))
         if value is None:  # not given, or --io-iterations None: leave it to the method
             continue
         if not takes_option(method, option):
             if option == "io_iterations":
                 raise UsageError(
-                    f"--io-iterations {value}: the method {method} has no instance "
-                    "optimization (only the networks have); --io-iterations None is accepted"
+                    f"{flag} {value}: the method {method} has no instance "
+                    f"optimization (only the networks have); {flag} None is accepted"
                 )
             raise UsageError(
                 f"{flag}: the method {method} takes no option {option}; it takes: {known}"
             )
-        options[option] = value
-    flags = {option: flag for _, flag, option in NAMED_OPTIONS}
-    flags["progress"] = "--quiet"
+        options[option] = tuple(value) if spec.many else value
     given = set()
     for key, value in args.option:
         if key in flags:

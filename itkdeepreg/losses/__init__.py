@@ -4,7 +4,14 @@ Idea 4 of docs/architecture.md: objectives wrap models, models do not know their
 """
 
 from .metrics import dice, folding_fraction, jacobian_determinant
-from .objective import REGULARIZERS, fields_of, pair_objective
+from .objective import (
+    REGULARIZERS,
+    dice_term,
+    fields_of,
+    pair_objective,
+    pair_similarity,
+    volume_change,
+)
 from .regularizers import bending_energy, diffusion, gradicon, icon
 from .similarity import (
     gaussian_blur,
@@ -52,6 +59,7 @@ __all__ = [
     "SIMILARITIES",
     "bending_energy",
     "dice",
+    "dice_term",
     "diffusion",
     "fields_of",
     "folding_fraction",
@@ -69,6 +77,8 @@ __all__ = [
     "ncc",
     "ngf",
     "pair_objective",
+    "pair_similarity",
     "similarity_name",
     "squared_lncc",
+    "volume_change",
 ]

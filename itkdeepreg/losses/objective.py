@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..sampling import identity_grid
 from ..transforms import Composite, Displacement, Transform, Velocity
 from .regularizers import diffusion, gradicon, icon
 from .similarity import lncc
@@ -28,6 +29,7 @@ def pair_objective(
     regularizer: str = "gradicon",
     weight: float = 1.5,
     generator=None,
+    **terms,
 ) -> dict:
     """``{"loss", "similarity", "regularization"}`` of the maps ``forward`` (fixed -> moving)
     and ``backward`` of a batch of pairs ``[B, C, *shape]``.
@@ -35,12 +37,12 @@ def pair_objective(
     ``"diffusion"`` reaches every displacement and velocity field inside the maps,
     ``"velocity_diffusion"`` only the velocity fields (what inverse consistency by
     construction regularizes). The noise of the points is drawn from ``generator``.
+    ``terms``: the keyword options of :func:`pair_similarity` (masks, intensity conservation,
+    a Dice term), for instance optimization as ``unigradicon-register`` does it.
     """
     if regularizer not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {regularizer!r}; known: {', '.join(REGULARIZERS)}")
-    alike = similarity(forward.warp(moving, padding="zeros"), fixed) + similarity(
-        backward.warp(fixed, padding="zeros"), moving
-    )
+    alike = pair_similarity(forward, backward, moving, fixed, similarity, **terms)
     if regularizer in ("gradicon", "icon"):
         strided = tuple(math.ceil(n / 2) for n in fixed.shape[2:])
         penalty = (gradicon if regularizer == "gradicon" else icon)(
@@ -53,6 +55,95 @@ def pair_objective(
             raise ValueError(f"the maps hold no field for {regularizer} to regularize")
         penalty = sum(diffusion(_tensor(f)) for f in fields)
     return {"loss": alike + weight * penalty, "similarity": alike, "regularization": penalty}
+
+
+def pair_similarity(
+    forward: Transform,
+    backward: Transform,
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    similarity=lncc,
+    fixed_mask=None,
+    moving_mask=None,
+    intensity_conservation: bool = False,
+    fixed_labels=None,
+    moving_labels=None,
+    dice_weight: float = 0.0,
+) -> torch.Tensor:
+    """``similarity(moving o forward, fixed) + similarity(fixed o backward, moving)``, with
+    the terms of ``unigradicon-register``'s instance optimization (docs/command_line.md).
+
+    ``fixed_mask`` restricts the first similarity, ``moving_mask`` the second (each direction
+    is compared on its target's side only). ``intensity_conservation``: each warped image is
+    multiplied by its map's volume change (:func:`volume_change`), so that a compressed
+    region (lung CT, mass-conserving) darkens; the last voxel of each axis is left out.
+    ``dice_weight`` > 0 adds that weight times :func:`dice_term` of the label maps
+    ``fixed_labels`` and ``moving_labels`` (on the images' grids).
+    """
+    total = 0.0
+    for transform, source, target, mask in (
+        (forward, moving, fixed, fixed_mask),
+        (backward, fixed, moving, moving_mask),
+    ):
+        warped = transform.warp(source, padding="zeros")
+        if intensity_conservation:
+            crop = (..., *[slice(None, -1)] * (target.dim() - 2))
+            warped = warped[crop] * volume_change(transform, target.shape[2:])
+            target = target[crop]
+            mask = None if mask is None else mask[crop]
+        # a custom similarity without masks is called as it always was
+        masked = {} if mask is None else {"mask": mask}
+        total = total + similarity(warped, target, **masked)
+    if dice_weight:
+        total = total + dice_weight * dice_term(forward, backward, moving_labels, fixed_labels)
+    return total
+
+
+def volume_change(transform: Transform, shape) -> torch.Tensor:
+    """The Jacobian determinant of ``transform`` on a grid of ``shape``, from forward
+    differences (each axis's step ending at the cell's far corner): ``[B, 1, *(n - 1)]``,
+    one value a cell, as the published intensity conservation computes it."""
+    grid = identity_grid(shape, dtype=transform._dtype(), device=transform._device())
+    mapped = transform(grid)
+    dimension = len(shape)
+    far = (slice(None), slice(None), *[slice(1, None)] * dimension)
+    columns = []
+    for axis in range(dimension):
+        near = list(far)
+        near[2 + axis] = slice(None, -1)
+        # a difference over one voxel, in unit-cube coordinates per input voxel: times n - 1
+        columns.append((mapped[far] - mapped[tuple(near)]) * (shape[axis] - 1))
+    jacobian = torch.stack(columns, -1).movedim(1, -2)  # [B, *cells, D (output), D (input)]
+    return torch.linalg.det(jacobian).unsqueeze(1)
+
+
+def dice_term(forward: Transform, backward: Transform, moving_labels, fixed_labels) -> torch.Tensor:
+    """``1 - soft Dice``, averaged over the non-zero labels present in both label maps
+    ``[1, 1, *shape]``, of each map's one-hot labels carried across by linear interpolation
+    (border values beyond the grid), both directions summed."""
+    if moving_labels is None or fixed_labels is None:
+        raise ValueError("the Dice term needs both a fixed and a moving segmentation")
+    moving_labels, fixed_labels = moving_labels.long(), fixed_labels.long()
+    shared = torch.unique(moving_labels)
+    shared = shared[torch.isin(shared, torch.unique(fixed_labels)) & (shared != 0)]
+    if shared.numel() == 0:
+        raise ValueError("the segmentations share no non-zero label for the Dice term")
+    shape = (1, -1, *[1] * (fixed_labels.dim() - 2))
+    dtype = forward._dtype()
+    moving_hot, fixed_hot = (
+        (labels == shared.reshape(shape)).to(dtype) for labels in (moving_labels, fixed_labels)
+    )
+    total = 0.0
+    for transform, source, target in (
+        (forward, moving_hot, fixed_hot),
+        (backward, fixed_hot, moving_hot),
+    ):
+        warped = transform.warp(source, padding="border")
+        axes = tuple(range(2, warped.dim()))
+        overlap = 2 * (warped * target).sum(axes) + 1e-6  # 1e-6: as published, empty is 1
+        dice = overlap / (warped.sum(axes) + target.sum(axes) + 1e-6)
+        total = total + (1 - dice).mean()
+    return total
 
 
 def fields_of(transform: Transform) -> list:

@@ -67,6 +67,7 @@ def register_deformable(
     seed: int = 0,
     progress: bool = True,
     description: str | None = None,
+    pair_terms=None,
 ) -> OptimizationResult:
     """The map of the fixed image's unit cube onto the moving image's, and its inverse.
 
@@ -77,9 +78,12 @@ def register_deformable(
     ``{"gradicon": 1.5}`` when symmetric. The backward map is exact for a velocity field
     (the flow of ``-v``), optimised when symmetric, and otherwise the displacement's
     fixed-point inverse. ``seed`` draws GradICON's point noise: the same inputs give the same
-    result.
+    result. ``pair_terms`` (``symmetric=True`` only): a function of the forward and backward
+    maps that replaces both similarities (instance optimization's published terms).
     """
     check_images(moving, fixed)
+    if pair_terms is not None and not symmetric:
+        raise ValueError("pair_terms compares both directions: pass symmetric=True")
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(
             f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
@@ -141,7 +145,8 @@ def register_deformable(
                     # where the level's grid points land in the moving image; the field is
                     # on the grid, so adding it gives what sampling it would, for free
                     points = level.base(level.grid + level.upsampled(dense))
-                    total = total + level.similarity(points, similarity)
+                    if pair_terms is None:
+                        total = total + level.similarity(points, similarity)
                     if symmetric:  # the map as one field on the grid: GradICON then samples
                         # one field per map, not the field and the base map after it
                         maps.append(Displacement(points - level.grid))
@@ -150,6 +155,8 @@ def register_deformable(
                             total = total + weight * diffusion(field)
                         elif name == "bending_energy":
                             total = total + weight * bending_energy(field)
+                if pair_terms is not None:
+                    total = total + pair_terms(*maps)
                 shape = tuple(math.ceil(n / 2) for n in levels_of_sides[0].fixed.shape[2:])
                 if "gradicon" in regularization:
                     total = total + regularization["gradicon"] * gradicon(

@@ -20,11 +20,18 @@ import copy
 import torch
 from torch import nn
 
-from ..losses import lncc, pair_objective
+from ..losses import lncc, pair_objective, pair_similarity
 from ..models import both_directions, register_pair
 from ..transforms import Transform
 from .deformable import register_deformable
-from .loop import OptimizationResult, check_images, minimise, progress_bar, seeded_generator
+from .loop import (
+    OptimizationResult,
+    check_images,
+    check_mask,
+    minimise,
+    progress_bar,
+    seeded_generator,
+)
 
 REGULARIZER_WEIGHT = 1.5  # uniGradICON's lambda
 
@@ -40,10 +47,13 @@ def optimize_weights(
     tolerance: float | None = None,
     patience: int = 5,
     progress: bool = True,
+    **terms,
 ) -> OptimizationResult:
     """Adam on all the weights of a copy of ``model`` (in eval mode, as published).
 
-    The given model is never changed, so a second call gives the same result.
+    The given model is never changed, so a second call gives the same result. ``terms``:
+    the published masks, intensity conservation and Dice term
+    (:func:`~itkdeepreg.losses.pair_similarity`), on the images' grid.
     """
     check_images(moving, fixed)
     network = copy.deepcopy(model).eval()
@@ -55,8 +65,9 @@ def optimize_weights(
     def objective():
         forward, backward = both_directions(network, moving, fixed)
         return pair_objective(
-            forward, backward, moving, fixed, similarity, weight=weight, generator=generator
-        )["loss"]
+            forward, backward, moving, fixed, similarity, weight=weight, generator=generator,
+            **terms,
+        )["loss"]  # fmt: skip
 
     with progress_bar(iterations, "instance optimization (weights)", progress) as bar:
         losses = minimise(
@@ -88,6 +99,7 @@ def optimize_fields(
     tolerance: float | None = None,
     patience: int = 5,
     progress: bool = True,
+    **terms,
 ) -> OptimizationResult:
     """Residual fields composed after the network's maps, optimised with Adam.
 
@@ -99,9 +111,23 @@ def optimize_fields(
     in voxels of that grid. A field with a free vector at every voxel turns noisy under Adam's
     steps and GradICON then fights it; on 2D test pairs the quarter grid reached a 25 times
     lower MSE. This is :func:`~itkdeepreg.optimize.register_deformable` at one level, symmetric,
-    with the network's maps as the initial ones; masks (on the images' grids) restrict the
-    similarities.
+    with the network's maps as the initial ones. Masks (on the images' grids) restrict the
+    similarities as published: the fixed mask the forward one, the moving mask the backward
+    one; ``terms`` add the other published terms (:func:`~itkdeepreg.losses.pair_similarity`).
     """
+    pair_terms = None
+    terms = {"fixed_mask": fixed_mask, "moving_mask": moving_mask, **terms}
+    if any(_given(value) for value in terms.values()):
+        masks = {
+            name: check_mask(terms[name], image, name.removesuffix("_mask"))
+            for name, image in (("fixed_mask", fixed), ("moving_mask", moving))
+        }
+
+        def pair_terms(forward_map, backward_map):
+            return pair_similarity(
+                forward_map, backward_map, moving, fixed, similarity, **{**terms, **masks}
+            )
+
     return register_deformable(
         moving,
         fixed,
@@ -117,10 +143,14 @@ def optimize_fields(
         decay_to=1.0,
         field_factor=field_factor,
         smoothing=0,
-        moving_mask=moving_mask,
-        fixed_mask=fixed_mask,
         tolerance=tolerance,
         patience=patience,
         progress=progress,
         description="instance optimization (fields)",
+        pair_terms=pair_terms,
     )
+
+
+def _given(value) -> bool:
+    """Whether a term is asked for: a tensor, or a weight or flag that is not 0 or False."""
+    return value is not None and (isinstance(value, torch.Tensor) or bool(value))
