@@ -3,6 +3,7 @@
 ::
 
     itkdeepreg register --fixed F --moving M [--method NAME] [options] --transform-out T.h5 ...
+    itkdeepreg batch --pairs PAIRS.csv --out DIR [--method NAME | -p a.txt ...] [--scheduler A]
     itkdeepreg warp --fixed F --moving M --transform T [--transform [T2,1] ...] --out W.nii.gz
     itkdeepreg jacobian --reference F --transform T.h5 --out J.nii.gz
     itkdeepreg demo [--out DIR] [--dimension 2|3]
@@ -29,10 +30,10 @@ import sys
 import threading
 
 from .. import __version__
-from . import apply, demo, elastix, jacobian, register, train, warp
+from . import apply, batch, demo, elastix, jacobian, register, train, warp
 from ._base import PROGRAM, CommandError, Parser, UsageError, report
 
-COMMANDS = ("register", "warp", "jacobian", "demo", "apply", "train", "finetune")
+COMMANDS = ("register", "batch", "warp", "jacobian", "demo", "apply", "train", "finetune")
 _DESCRIPTION = "Deep and optimization-based image registration for ITK, ANTs and elastix users."
 _EPILOG = """\
 elastix-like (no command):
@@ -100,6 +101,6 @@ def _parser() -> Parser:
     parser = Parser(prog=PROGRAM, description=_DESCRIPTION, epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    for command in (register, warp, jacobian, demo, apply, train):
+    for command in (register, batch, warp, jacobian, demo, apply, train):
         command.add_parser(commands)
     return parser
