@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .interop import InverseConsistentTransform, from_itk_transform
+from .interop import InverseConsistentTransform
 from .interop.classical import ants_registration, elastix_registration
+from .interop.inverse_consistent import as_inverse_consistent
 from .methods import check_options, method_names, takes_option
 from .parameter_files import (
     ParameterMap,
@@ -111,7 +112,7 @@ def run_pipeline(
     logs = elastix_logs(steps, log_directory)
     if any(logs):
         os.makedirs(log_directory, exist_ok=True)  # before the first step runs
-    current = _as_inverse_consistent(initial_transform, fixed, moving)
+    current = as_inverse_consistent(initial_transform, fixed, moving)
     for step, log in zip(steps, logs):
         current = _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress, log)
     return current.Warp(moving), current
@@ -189,14 +190,4 @@ def _run(step, fixed, moving, current, fixed_mask, moving_mask, show_progress, l
         )
     else:
         raise TypeError(f"not a pipeline step: {step!r}")
-    value = from_itk_transform(whole, fixed, moving)
-    return InverseConsistentTransform(value, None, fixed, moving)  # inverse when needed
-
-
-def _as_inverse_consistent(transform, fixed, moving):
-    if transform is None:
-        return None
-    if isinstance(transform, InverseConsistentTransform):
-        return transform.between(fixed, moving)
-    value = from_itk_transform(transform, fixed, moving)
-    return InverseConsistentTransform(value, None, fixed, moving)  # inverse when needed
+    return as_inverse_consistent(whole, fixed, moving)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from .interop import InverseConsistentTransform, image_to_tensor
+from .interop.inverse_consistent import as_inverse_consistent
 from .losses import SIMILARITIES
-from .pipeline import _as_inverse_consistent
 from .transforms import Affine, from_physical
 
 FIGURES = (
@@ -65,7 +65,7 @@ def quality_figures(
             moving_geometry,
         )
     else:
-        start = _as_inverse_consistent(initial, fixed, moving).forward
+        start = as_inverse_consistent(initial, fixed, moving).forward
     weights = None if mask is None else image_to_tensor(mask)[0]
     before, after = (
         _similarity(metric, value, moving_tensor, fixed_tensor, weights)

@@ -231,6 +231,19 @@ class InverseConsistentTransform:
         return cls(forward, backward, fixed, moving)
 
 
+def as_inverse_consistent(transform, fixed, moving):
+    """``transform`` (fixed -> moving points: an ITK transform, or an
+    :class:`InverseConsistentTransform` of any grids) as an :class:`InverseConsistentTransform`
+    between ``fixed`` and ``moving``; ``None`` stays ``None``. An ITK transform's inverse is
+    computed when it is asked for."""
+    if transform is None:
+        return None
+    if isinstance(transform, InverseConsistentTransform):
+        return transform.between(fixed, moving)
+    value = from_itk_transform(transform, fixed, moving)
+    return InverseConsistentTransform(value, None, fixed, moving)
+
+
 def jacobian_determinant_image(transform, reference):
     """``det`` of the physical Jacobian of ``transform`` (fixed -> moving points: a transform
     file, ANTs warps included, an ITK transform, or an :class:`InverseConsistentTransform`) at
