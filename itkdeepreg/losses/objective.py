@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from ..sampling import identity_grid
 from ..transforms import Composite, Displacement, Transform, Velocity
+from .metrics import jacobian_determinant
 from .regularizers import diffusion, gradicon, icon
 from .similarity import lncc
 
@@ -100,21 +100,9 @@ def pair_similarity(
 
 
 def volume_change(transform: Transform, shape) -> torch.Tensor:
-    """The Jacobian determinant of ``transform`` on a grid of ``shape``, from forward
-    differences (each axis's step ending at the cell's far corner): ``[B, 1, *(n - 1)]``,
-    one value a cell, as the published intensity conservation computes it."""
-    grid = identity_grid(shape, dtype=transform._dtype(), device=transform._device())
-    mapped = transform(grid)
-    dimension = len(shape)
-    far = (slice(None), slice(None), *[slice(1, None)] * dimension)
-    columns = []
-    for axis in range(dimension):
-        near = list(far)
-        near[2 + axis] = slice(None, -1)
-        # a difference over one voxel, in unit-cube coordinates per input voxel: times n - 1
-        columns.append((mapped[far] - mapped[tuple(near)]) * (shape[axis] - 1))
-    jacobian = torch.stack(columns, -1).movedim(1, -2)  # [B, *cells, D (output), D (input)]
-    return torch.linalg.det(jacobian).unsqueeze(1)
+    """The Jacobian determinant of ``transform`` on a grid of ``shape`` by forward differences,
+    ``[B, 1, *(n - 1)]``: the published intensity conservation's factor."""
+    return jacobian_determinant(transform, shape, differences="forward").unsqueeze(1)
 
 
 def dice_term(forward: Transform, backward: Transform, moving_labels, fixed_labels) -> torch.Tensor:
