@@ -74,6 +74,15 @@ class ImageGeometry:
         origin = np.asarray(image.GetOrigin(), dtype=np.float64) + direction @ (spacing * start)
         return cls(tuple(region.GetSize()), origin, spacing, direction)
 
+    @classmethod
+    def centred(cls, size, spacing, direction, centre) -> ImageGeometry:
+        """A grid of ``size``, ``spacing`` and ``direction`` whose centre (the middle of its
+        first and last voxel centres) is the physical point ``centre``."""
+        spacing = np.asarray(spacing, dtype=np.float64)
+        direction = np.asarray(direction, dtype=np.float64)
+        extent = spacing * (np.asarray(size, dtype=np.float64) - 1)
+        return cls(size, np.asarray(centre) - direction @ (extent / 2), spacing, direction)
+
     @property
     def dimension(self) -> int:
         return len(self.size)
@@ -118,6 +127,17 @@ class ImageGeometry:
     def to_unit(self, physical_points):
         """Unit-cube points (..., D) of physical points (..., D)."""
         return _apply(self.physical_to_unit, physical_points)
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The physical centre of the grid: the middle of the unit cube."""
+        return self.to_physical(np.full(self.dimension, 0.5))
+
+    @property
+    def voxels_per_unit(self) -> np.ndarray:
+        """Voxel steps in one unit-cube unit along each tensor axis (``N - 1``): a shift of
+        ``f`` voxels along tensor axis ``a`` is ``f / voxels_per_unit[a]`` in the cube."""
+        return np.asarray(self.shape, dtype=np.float64) - 1
 
     def resized(self, shape) -> ImageGeometry:
         """A grid of tensor shape ``shape`` over the same unit cube (a model grid, say 175^3).

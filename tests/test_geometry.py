@@ -134,3 +134,13 @@ def _generator():
 def test_bad_geometry_is_refused(arguments, message):
     with pytest.raises(ValueError, match=message):
         ImageGeometry(**arguments)
+
+
+def test_a_centred_grid_has_its_centre_where_it_was_asked():
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    geometry = ImageGeometry.centred((7, 4, 5), (1.0, 2.5, 3.0), direction, (10.0, -5.0, 2.0))
+    np.testing.assert_allclose(geometry.centre, [10.0, -5.0, 2.0], atol=1e-12)
+    first, last = geometry.to_physical(np.zeros(3)), geometry.to_physical(np.ones(3))
+    np.testing.assert_allclose((first + last) / 2, geometry.centre, atol=1e-12)
+    # one voxel along tensor axis 0 (ITK's z, 5 voxels) is a quarter of the cube
+    np.testing.assert_array_equal(geometry.voxels_per_unit, [4, 3, 6])

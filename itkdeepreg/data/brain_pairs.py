@@ -239,7 +239,7 @@ def _affine_offset(limits, geometry, generator):
     translation = np.array(
         [_uniform(generator, -millimetres, millimetres) for _ in range(dimension)]
     )
-    centre = geometry.to_physical(np.full(dimension, 0.5))
+    centre = geometry.centre
     linear = rotation @ scales
     matrix = np.eye(dimension + 1)
     matrix[:-1, :-1] = linear
@@ -275,9 +275,7 @@ def _coarse_geometry(factor, geometry, generator):
     extent = extent * np.array([_uniform(generator, 0.85, 0.95) for _ in range(dimension)])
     size = [max(2, int(round(e / s)) + 1) for e, s in zip(extent, spacing)]
     shift = np.array([_uniform(generator, -10, 10) for _ in range(dimension)])
-    centre = geometry.to_physical(np.full(dimension, 0.5)) + shift
-    origin = centre - direction @ (spacing * (np.asarray(size) - 1) / 2)
-    return ImageGeometry(size, origin, spacing, direction)
+    return ImageGeometry.centred(size, spacing, direction, geometry.centre + shift)
 
 
 def _sampled(maps, transform, geometry, shift=None):
@@ -296,7 +294,7 @@ def _across_slices(maps, transform, geometry, coarse, samples=5):
     shift = torch.zeros(1, geometry.dimension, *[1] * geometry.dimension, dtype=torch.float64)
     result = []
     for fraction in fractions:
-        shift[:, 0] = fraction / (geometry.shape[0] - 1)
+        shift[:, 0] = fraction / geometry.voxels_per_unit[0]
         result.append(_sampled(maps, transform, geometry, shift))
     return result
 

@@ -89,8 +89,8 @@ def register_affine(
     fixed_centre, fixed_axes = _moments(fixed, fixed_mask, fixed_geometry)
     moving_centre, moving_axes = _moments(moving, moving_mask, moving_geometry)
     if initialization in ("identity", "geometry"):
-        fixed_centre = _grid_centre(fixed_geometry)
-        moving_centre = _grid_centre(moving_geometry)
+        fixed_centre = fixed_geometry.centre
+        moving_centre = moving_geometry.centre
         if initialization == "identity":
             moving_centre = fixed_centre
     centre = torch.tensor(fixed_centre, **options)
@@ -146,10 +146,6 @@ def register_affine(
 
 def _voxel_geometry(image):
     return ImageGeometry(tuple(reversed(image.shape[2:])))
-
-
-def _grid_centre(geometry):
-    return geometry.to_physical(np.full(geometry.dimension, 0.5))
 
 
 def _moments(image, mask, geometry):
