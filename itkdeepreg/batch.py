@@ -463,8 +463,10 @@ def _local_client(workers: int, threads: int):
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",  # any free port: its HTTP server starts even without one
-            # not the warnings of workers slow to exit (torch and ITK unloading): killed then
-            silence_logs=logging.ERROR,
+            # nothing of the workers' own logs: the warnings of workers slow to exit (torch and
+            # ITK unloading, killed then), and a heartbeat's error when Ctrl-C closed the
+            # scheduler first; a pair's failure is in its row, a dead worker's too
+            silence_logs=logging.CRITICAL,
             env={"OMP_NUM_THREADS": count, "MKL_NUM_THREADS": count},
         )
     try:
