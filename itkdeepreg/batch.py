@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .cli.batch import OUTPUT_KINDS
 from .files import IMAGE_SUFFIXES, temporary_name, unfinished_outputs, write_all, write_atomically
+from .outputs import OUTPUT_KINDS, OUTPUTS
 from .quality import FIGURES, check_thresholds, flags, similarity_columns, write_rows
 
 DEFAULT_OUTPUTS = ("transform", "inverse", "warped")
@@ -337,8 +337,6 @@ def _row(pair: BatchPair, status: str, **values) -> dict:
 
 def _targets(pair: BatchPair, job: Registration, out: str) -> dict:
     """``kind -> path`` of the pair's outputs, its report included."""
-    from .cli._outputs import OUTPUTS
-
     folder = os.path.join(out, pair.name)
     return {kind: os.path.join(folder, OUTPUTS[kind][0]) for kind in (*job.outputs, "report")}
 
@@ -518,7 +516,7 @@ def register_files(pair: BatchPair, job: Registration, out: str) -> dict:
 def _register(pair, job, targets, start, worker) -> dict:
     """Register, measure and write the pair; its report."""
     from .cli._files import read_image, read_itk_transform
-    from .cli._outputs import OUTPUTS, output_writers
+    from .outputs import output_writers
     from .quality import quality_figures
     from .registration import number_of_threads
 

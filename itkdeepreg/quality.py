@@ -139,9 +139,6 @@ def check_thresholds(thresholds: dict) -> dict:
     return thresholds
 
 
-REPORT_SUFFIXES = (".json", ".csv")
-
-
 def write_report(row: dict, path) -> None:
     """One registration's figures as JSON (``.json``) or as a CSV header and row (``.csv``)."""
     if os.fspath(path).lower().endswith(".csv"):

@@ -426,11 +426,8 @@ def test_mistakes_are_one_line_before_any_work(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]  # no output folder
 
 
-def test_the_command_knows_the_thresholds_and_outputs_without_importing_them():
-    from itkdeepreg.cli._outputs import OUTPUTS
-
+def test_the_command_knows_the_thresholds_without_importing_them():
     assert batch_command.THRESHOLD_NAMES == tuple(quality.THRESHOLDS)
-    assert batch_command.OUTPUT_KINDS == tuple(k for k in OUTPUTS if k != "report")
 
 
 def test_batch_help_needs_neither_torch_nor_itk_nor_dask():

@@ -7,8 +7,6 @@ import contextlib
 import os
 import sys
 
-import itk
-
 from ..files import IMAGE_SUFFIXES, TRANSFORM_SUFFIXES, temporary_name, unfinished_outputs
 from ..interop.images import check_scalar_image
 from ..interop.images import read_image as read_image_file
@@ -47,10 +45,6 @@ def read_itk_transform(path, flag):
             return read_itk_transform_file(path)
     except ValueError as error:
         raise CommandError(f"{flag}: {error}") from None
-
-
-def write_image(image, path) -> None:
-    itk.imwrite(image, os.fspath(path), compression=True)
 
 
 # the arguments that name files a command reads: an output may never name one of them

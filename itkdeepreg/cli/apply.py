@@ -52,6 +52,7 @@ def run(args) -> int:
 
     from ..files import write_all
     from ..interop.images import itk_error_message
+    from ..outputs import write_image
     from ..parameter_files import read_parameter_file
     from ._files import (
         OUR_SUFFIXES,
@@ -59,7 +60,6 @@ def run(args) -> int:
         output_folder,
         read_image,
         require_file,
-        write_image,
     )
 
     if args.image is None and not (args.field or args.jacobian):

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..options import OPTIONS
+from ..outputs import OUTPUT_KINDS
 from ._base import CommandError, UsageError, text
 from .register import (
     DEFAULT_METHOD,
@@ -16,7 +17,6 @@ from .register import (
     thread_count,
 )
 
-OUTPUT_KINDS = ("transform", "inverse", "warped", "field", "jacobian")
 THRESHOLD_NAMES = ("folds_percent", "sd_log_jacobian", "inverse_consistency_p99_mm")
 
 

@@ -40,9 +40,10 @@ def run(args) -> int:
     from ..data.brain_pairs import brain_pair
     from ..figure import write_registration_figure
     from ..files import write_all
+    from ..outputs import write_image
     from ..registration import deep_registration_method
     from ..transforms import Affine
-    from ._files import OUR_SUFFIXES, check_outputs, output_folder, write_image
+    from ._files import OUR_SUFFIXES, check_outputs, output_folder
     from .register import check_device
 
     if args.device is not None:

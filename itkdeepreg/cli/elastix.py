@@ -49,6 +49,7 @@ def run(args) -> int:
     from ..files import write_all
     from ..interop.images import itk_error_message
     from ..interop.transformix import transformix_outputs
+    from ..outputs import write_image
     from ..pipeline import elastix_logs, read_pipeline, run_pipeline
     from ..registration import number_of_threads
     from ._files import (
@@ -58,7 +59,6 @@ def run(args) -> int:
         read_image,
         read_itk_transform,
         require_file,
-        write_image,
     )
 
     for path in args.parameters:

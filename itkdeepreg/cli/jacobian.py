@@ -35,7 +35,8 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from ..files import write_all
     from ..interop.inverse_consistent import jacobian_determinant_image
-    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, read_itk_transform, write_image
+    from ..outputs import write_image
+    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, read_itk_transform
 
     check_outputs([("--out", args.out, IMAGE_SUFFIXES)], args)
     reference = read_image(args.fixed, "--reference", scalar=False)

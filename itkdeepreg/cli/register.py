@@ -258,11 +258,11 @@ def run(args) -> int:
             )
     # the command line is right: from here on the command needs torch and ITK
     from ..files import write_all
+    from ..outputs import OUTPUTS, output_writers
     from ..quality import flags, quality_figures
     from ..registration import DeepRegistrationMethod, number_of_threads
     from ..zoo.weights import sha256_of
     from ._files import check_outputs, read_image, read_itk_transform, require_file
-    from ._outputs import OUTPUTS, output_writers
 
     if args.device is not None:
         check_device(args.device)

@@ -69,7 +69,8 @@ def run(args) -> int:
     from ..geometry import ImageGeometry
     from ..interop import tensor_to_image
     from ..interop.transforms import resample_array, warp_labels
-    from ._files import IMAGE_SUFFIXES, check_outputs, read_image, write_image
+    from ..outputs import write_image
+    from ._files import IMAGE_SUFFIXES, check_outputs, read_image
 
     files = argparse.Namespace(**{**vars(args), "transform": [p for p, _ in args.transform]})
     check_outputs([("--out", args.out, IMAGE_SUFFIXES)], files)  # no output over a transform
