@@ -57,6 +57,7 @@ class InverseConsistentTransform:
             None if g is None else as_geometry(g) for g in (fixed, moving)
         )
         self._itk = None  # (forward, its ITK export), made when ITK first asks
+        self._physical = None  # (forward, it in float64 between physical frames): points
 
     @property
     def this(self):
@@ -67,7 +68,7 @@ class InverseConsistentTransform:
         return self._itk[1].this
 
     def __getstate__(self):
-        return {**self.__dict__, "_itk": None}  # ITK objects neither copy nor pickle
+        return {**self.__dict__, "_itk": None, "_physical": None}  # ITK's: no copy, no pickle
 
     def _frames(self):
         """The fixed and moving geometries, a physical frame for an unknown one."""
@@ -102,10 +103,14 @@ class InverseConsistentTransform:
 
     def TransformPoint(self, point):
         """The moving physical point (LPS mm, x-y-z) of a fixed physical point."""
-        physical = to_physical(self.forward.to(dtype=torch.float64), *self._frames())
+        if self._physical is None or self._physical[0] is not self.forward:
+            # made once, as ITK holds its fields in double: a loop over landmarks then costs
+            # one lookup a point, not a copy of the field
+            physical = to_physical(self.forward.to(dtype=torch.float64), *self._frames())
+            self._physical = (self.forward, physical)
         points = torch.tensor(np.asarray(point, dtype=np.float64)).reshape(1, -1, 1)
         with torch.no_grad():
-            return tuple(physical(points)[0, :, 0].tolist())
+            return tuple(self._physical[1](points)[0, :, 0].tolist())
 
     def GetInverseTransform(self) -> InverseConsistentTransform:
         """The inverse: from the moving image to the fixed image."""
