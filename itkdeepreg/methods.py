@@ -456,7 +456,7 @@ def affine_deformable(
 def _stage_options(multimodal, affine, deformable) -> dict:
     """The options of affine-deformable's stages by method: its defaults, then those given."""
     affine_options = (
-        {"similarity": "mutual_information", "levels": (4, 2), "iterations": (100, 50)}
+        {"similarity": "mutual_information", "levels": (4, 2), "iterations": (50, 25)}
         if multimodal
         else {"similarity": "ncc"}
     )
